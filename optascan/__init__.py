@@ -1,0 +1,39 @@
+"""optascan: private, local vision-language inference.
+
+    import optascan
+    with optascan.load("path/to/model") as engine:
+        for event in engine.stream(prompt="What is on the shelf?", images=["shelf.jpg"]):
+            print(event.delta, end="", flush=True)
+"""
+
+from .engine.cancel import CancelToken
+from .engine.engine import Engine, EngineInfo, load
+from .errors import (
+    Cancelled,
+    EngineClosed,
+    EngineError,
+    GenerationFailed,
+    ImageDecodeError,
+    ImageError,
+    ImageNotFound,
+    ImageTooLarge,
+    InvalidRequest,
+    ModelError,
+    ModelLoadError,
+    ModelNotFound,
+    OptascanError,
+    OutOfMemory,
+    QueueFull,
+    VisionNotSupported,
+)
+from .types import Event, FinishReason, Request, Result, State, Timings, Usage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__", "load", "Engine", "EngineInfo", "Request", "Event", "Result", "State", "FinishReason",
+    "Usage", "Timings", "CancelToken",
+    "OptascanError", "InvalidRequest", "ModelError", "ModelNotFound", "ModelLoadError", "VisionNotSupported",
+    "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge", "EngineError", "QueueFull",
+    "EngineClosed", "OutOfMemory", "GenerationFailed", "Cancelled",
+]

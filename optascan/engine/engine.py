@@ -1,0 +1,189 @@
+"""The loaded-model handle: submit requests, and four ways to consume them that share one path.
+
+``stream`` (iterator) is the primitive; ``astream`` is the same events through asyncio; ``generate``
+joins the stream (calling ``on_event`` for each event) and returns the final result; ``agenerate`` is
+its awaitable twin. Leaving an iterator early, closing it, or cancelling the awaiting task cancels the
+generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import Cancelled, InvalidRequest, VisionNotSupported
+from ..types import Event, FinishReason, Request, Result
+from .backends.base import Backend, Sampling
+from .cancel import CancelToken
+from .conversation import to_conversation
+from .generate import finish_unstarted, run_job
+from .worker import Job, Worker
+
+DEFAULT_MAX_QUEUE = 32
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    model: str
+    backend: str
+    device: str
+    dtype: str
+    supports_images: bool
+    weight_bytes: int
+
+
+class Engine:
+    """One loaded model with its own worker thread. Thread-safe; use as a context manager or ``close()``."""
+
+    def __init__(self, backend: Backend, *, name: str, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
+        self.backend = backend
+        self.name = name
+        self._worker = Worker(lambda job: run_job(job, backend, name), lambda job: finish_unstarted(job, name),
+                              max_queue=max_queue, name=name)
+
+    @property
+    def info(self) -> EngineInfo:
+        b: Any = self.backend
+        return EngineInfo(self.name, b.name, b.device, str(getattr(b, "dtype", "")).replace("torch.", ""),
+                          b.supports_images, int(getattr(b, "weight_bytes", 0)))
+
+    @property
+    def queue_depth(self) -> int:
+        return self._worker.queue_depth
+
+    # --- the primitive -------------------------------------------------------------------------------
+    def submit(self, request: Request, sink: Callable[[Event], None], cancel: CancelToken | None = None) -> Job:
+        """Validate and enqueue; events go to ``sink`` from the worker thread. Raises QueueFull at once."""
+        conversation = to_conversation(request)
+        if conversation.images and not self.backend.supports_images:
+            raise VisionNotSupported(f"{self.name} is a text-only model and cannot take images")
+        seed = request.seed if request.seed is not None else secrets.randbits(63)
+        sampling = Sampling(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
+                            top_k=request.top_k, seed=seed, repetition_penalty=request.repetition_penalty,
+                            ignore_eos=request.ignore_eos)
+        job = Job(id=f"gen-{uuid.uuid4().hex[:16]}", request=request, conversation=conversation,
+                  sampling=sampling, cancel=cancel or CancelToken(), sink=sink)
+        self._worker.submit(job)
+        return job
+
+    def stream(self, request: Request | None = None, /, *, cancel: CancelToken | None = None,
+               **fields: Any) -> Iterator[Event]:
+        """Events for one request, ending with the final one. Closing the iterator early cancels it."""
+        events: queue.Queue[Event] = queue.Queue()
+        job = self.submit(_request(request, fields), events.put, cancel)
+        return _iterate(events, job.cancel)
+
+    def astream(self, request: Request | None = None, /, *, cancel: CancelToken | None = None,
+                **fields: Any) -> AsyncIterator[Event]:
+        """The same events as ``stream``, for asyncio. Call it inside a running event loop."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        job = self.submit(_request(request, fields),
+                          lambda event: loop.call_soon_threadsafe(events.put_nowait, event), cancel)
+        return _aiterate(events, job.cancel)
+
+    # --- joined forms --------------------------------------------------------------------------------
+    def generate(self, request: Request | None = None, /, *, on_event: Callable[[Event], None] | None = None,
+                 cancel: CancelToken | None = None, raise_on_cancel: bool = False, **fields: Any) -> Result:
+        """Run to the end and return the result. ``on_event`` sees every event, in the caller's thread.
+
+        A failed request raises its typed error; a cancelled one returns its partial result (or raises
+        ``Cancelled`` carrying it, with ``raise_on_cancel=True``).
+        """
+        final: Event | None = None
+        for event in self.stream(request, cancel=cancel, **fields):
+            if on_event is not None:
+                on_event(event)
+            final = event
+        assert final is not None and final.result is not None
+        return _outcome(final.result, raise_on_cancel)
+
+    async def agenerate(self, request: Request | None = None, /, *,
+                        on_event: Callable[[Event], None] | None = None, cancel: CancelToken | None = None,
+                        raise_on_cancel: bool = False, **fields: Any) -> Result:
+        final: Event | None = None
+        async for event in self.astream(request, cancel=cancel, **fields):
+            if on_event is not None:
+                on_event(event)
+            final = event
+        assert final is not None and final.result is not None
+        return _outcome(final.result, raise_on_cancel)
+
+    # --- lifetime ------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Cancel queued and running requests, stop the worker, release the model."""
+        self._worker.close()
+        self.backend.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _request(request: Request | None, fields: dict[str, Any]) -> Request:
+    if request is None:
+        return Request(**fields)
+    if fields:
+        raise InvalidRequest(f"give a Request or fields, not both (got {', '.join(sorted(fields))})")
+    if not isinstance(request, Request):
+        raise InvalidRequest(f"expected an optascan.Request, got {type(request).__name__}")
+    return request
+
+
+def _iterate(events: queue.Queue[Event], cancel: CancelToken) -> Iterator[Event]:
+    finished = False
+    try:
+        while True:
+            event = events.get()
+            yield event
+            if event.is_final:
+                finished = True
+                return
+    finally:
+        if not finished:  # the consumer left early (break, close(), garbage collection)
+            cancel.cancel("the event stream was closed")
+
+
+async def _aiterate(events: asyncio.Queue[Event], cancel: CancelToken) -> AsyncIterator[Event]:
+    finished = False
+    try:
+        while True:
+            event = await events.get()
+            yield event
+            if event.is_final:
+                finished = True
+                return
+    finally:  # also on CancelledError (task cancelled) and GeneratorExit (aclose)
+        if not finished:
+            cancel.cancel("the awaiting task was cancelled or the stream closed")
+
+
+def _outcome(result: Result, raise_on_cancel: bool) -> Result:
+    if result.error is not None:
+        raise result.error
+    if raise_on_cancel and result.finish_reason is FinishReason.CANCELLED:
+        raise Cancelled(result=result)
+    return result
+
+
+def load(model: str | os.PathLike, *, device: str = "auto", dtype: str | None = None,
+         max_queue: int = DEFAULT_MAX_QUEUE) -> Engine:
+    """Load a model (a local directory, a catalog name, or a cached hub repo id) on its own worker.
+
+    ``device``: "auto" (CUDA > MPS > CPU), "cuda", "cuda:N", "mps" or "cpu". ``dtype``: bfloat16 on
+    accelerators and float32 on CPU unless set.
+    """
+    from ..models.resolve import resolve_model
+    from .backends.hf import HFBackend  # torch is imported only when a model is loaded
+
+    path = resolve_model(model)
+    backend = HFBackend(path, device=device, dtype=dtype)
+    return Engine(backend, name=os.fspath(model), max_queue=max_queue)

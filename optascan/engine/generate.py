@@ -1,0 +1,126 @@
+"""The spine: the whole trip of one request, on the worker thread, one call per stage.
+
+    check cancel → decode images → chat template + processor → check cancel
+      → backend.generate (vision encoding, prefill, decode; cancel checked before each)
+        → per token: detokenize → stop strings → progress event
+      → final event (done / cancelled / failed) with usage and timings → trim memory
+"""
+
+from __future__ import annotations
+
+from ..errors import GenerationFailed, OptascanError
+from ..images.intake import load_image
+from ..types import Event, FinishReason, Result, State, Usage
+from .backends.base import Backend, Prepared
+from .cancel import CancelledRun, check
+from .detokenize import IncrementalDetokenizer
+from .stops import StopMatcher
+from .worker import Job
+
+_FINAL_STATE = {FinishReason.STOP: State.DONE, FinishReason.LENGTH: State.DONE,
+                FinishReason.CANCELLED: State.CANCELLED, FinishReason.ERROR: State.FAILED}
+
+
+def run_job(job: Job, backend: Backend, model_name: str) -> None:
+    """Run one job to its final event. Never raises: every outcome becomes the final event."""
+    job.clock.start()
+    run = _Run(job, backend, model_name)
+    try:
+        check(job.cancel)  # before image preprocessing
+        run.enter(State.PREPROCESSING)
+        images = [load_image(source) for source in job.conversation.images]
+        run.prepared(backend.prepare(job.conversation, images))
+        check(job.cancel)  # before vision encoding and prefill (the backend checks again inside)
+        run.enter(State.PREFILL)
+        backend.generate(run.inputs, job.sampling, job.cancel, run.on_token)
+        run.finish(FinishReason.CANCELLED if job.cancel.cancelled and run.reason is None
+                   else run.reason or FinishReason.LENGTH)
+    except CancelledRun:
+        run.finish(FinishReason.CANCELLED)
+    except OptascanError as err:
+        run.finish(FinishReason.ERROR, err)
+    except Exception as err:  # noqa: BLE001 - every failure must reach the caller as an event
+        mapped = backend.map_error(err, "generation")
+        if mapped is None:
+            mapped = GenerationFailed(f"generation failed: {type(err).__name__}: {err}")
+        mapped.__cause__ = err
+        run.finish(FinishReason.ERROR, mapped)
+    finally:
+        backend.after_request()
+
+
+def finish_unstarted(job: Job, model_name: str) -> None:
+    """A job cancelled while it waited in the queue: its final event, from the cancelling thread."""
+    _Run(job, None, model_name).finish(FinishReason.CANCELLED)
+
+
+class _Run:
+    """Per-request state on the worker thread: text so far, token count, what ended it."""
+
+    def __init__(self, job: Job, backend: Backend | None, model_name: str) -> None:
+        self.job, self.backend, self.model_name = job, backend, model_name
+        self.max_tokens = job.sampling.max_tokens
+        self.state = State.QUEUED
+        self.tokens = 0
+        self.text = ""
+        self.reason: FinishReason | None = None
+        self.inputs: Prepared | None = None
+        self.detokenizer: IncrementalDetokenizer | None = None
+        self.stops = StopMatcher(job.request.stop)
+        self.eos = frozenset() if job.sampling.ignore_eos or backend is None else backend.eos_token_ids
+
+    def enter(self, state: State) -> None:
+        self.state = state
+        self._emit()
+
+    def prepared(self, prepared: Prepared) -> None:
+        self.job.clock.preprocess_done()
+        self.inputs = prepared
+        assert self.backend is not None
+        self.detokenizer = IncrementalDetokenizer(self.backend.decode, prepared.prompt_tail)
+
+    def on_token(self, token_id: int) -> bool:
+        """One generated token; returns False when generation must stop after it."""
+        self.job.clock.token()
+        self.tokens += 1
+        self.state = State.GENERATING
+        if token_id in self.eos:
+            self.reason = FinishReason.STOP
+            return False
+        assert self.detokenizer is not None
+        shown, stopped = self.stops.feed(self.detokenizer.add(token_id))
+        self.text += shown
+        self._emit(shown)
+        if stopped:
+            self.reason = FinishReason.STOP
+        elif self.tokens >= self.max_tokens:
+            self.reason = FinishReason.LENGTH
+        return self.reason is None
+
+    def finish(self, reason: FinishReason, error: OptascanError | None = None) -> None:
+        tail = ""
+        if self.stops.matched is None:  # text held back for a stop string that never came
+            tail = self.stops.feed(self.detokenizer.flush())[0] if self.detokenizer else ""
+            tail += self.stops.flush()
+        self.text += tail
+        self.state = _FINAL_STATE[reason]
+        prepared = self.inputs
+        result = Result(
+            request_id=self.job.id, model=self.model_name, text=self.text, finish_reason=reason,
+            usage=Usage(prompt_tokens=prepared.prompt_tokens if prepared else 0,
+                        image_tokens=prepared.image_tokens if prepared else 0, completion_tokens=self.tokens),
+            timings=self.job.clock.timings(self.tokens), error=error,
+            metadata={"seed": self.job.sampling.seed, "images": len(self.job.conversation.images),
+                      **(prepared.metadata if prepared else {}),
+                      **({"cancel_reason": self.job.cancel.reason} if reason is FinishReason.CANCELLED else {})},
+        )
+        self._emit(tail, result)
+
+    def _emit(self, delta: str = "", result: Result | None = None) -> None:
+        clock = self.job.clock
+        self.job.sink(Event(
+            self.job.id, self.state, delta=delta, tokens=self.tokens, max_tokens=self.max_tokens,
+            tokens_per_s=clock.tokens_per_s(self.tokens),
+            eta_s=clock.eta_s(self.tokens, self.max_tokens) if self.state is State.GENERATING else None,
+            result=result,
+        ))

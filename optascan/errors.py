@@ -1,0 +1,150 @@
+"""The one error tree of optascan.
+
+Every error carries a message saying what the user can do, and a ``recoverable`` flag: ``True`` when
+retrying (perhaps after the change the message suggests) can succeed with the same loaded engine, ``False``
+when something must be fixed first (a path, a model, the installation).
+
+    OptascanError
+    ├── InvalidRequest (ValueError)      a request field is out of range or malformed
+    ├── ModelError
+    │   ├── ModelNotFound                 no such catalog name, directory or cached hub repo
+    │   ├── ModelLoadError                the files are there but could not be loaded
+    │   └── VisionNotSupported            an image was sent to a text-only model
+    ├── ImageError (ValueError)
+    │   ├── ImageNotFound                 a path that does not exist
+    │   ├── ImageDecodeError              corrupt, truncated, empty or not an image
+    │   └── ImageTooLarge                 more pixels than the configured cap
+    ├── EngineError
+    │   ├── QueueFull                     the bounded request queue is full; retry later
+    │   ├── EngineClosed                  the model was unloaded / closed
+    │   ├── OutOfMemory                   the device ran out of memory; the engine keeps serving
+    │   └── GenerationFailed              anything else that went wrong inside generation
+    └── Cancelled                         the request was cancelled (raised only when asked for)
+
+Third-party exceptions are wrapped with ``raise ... from err`` so the cause stays visible.
+"""
+
+from __future__ import annotations
+
+
+class OptascanError(Exception):
+    """Base of every optascan error. ``hint`` says what to do; ``recoverable`` whether a retry can help."""
+
+    recoverable: bool = False
+    default_hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None, recoverable: bool | None = None):
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+        if recoverable is not None:
+            self.recoverable = recoverable
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+    def to_dict(self) -> dict:
+        """A JSON-safe description, used by ``--json`` and (later) the server's error bodies."""
+        return {"type": type(self).__name__, "message": self.message, "hint": self.hint,
+                "recoverable": self.recoverable}
+
+
+class InvalidRequest(OptascanError, ValueError):
+    recoverable = True
+    default_hint = "fix the request and send it again"
+
+    def __init__(self, message: str, *, field: str | None = None, **kw):
+        self.field = field
+        super().__init__(message, **kw)
+
+
+# --- models ----------------------------------------------------------------------------------------
+class ModelError(OptascanError):
+    pass
+
+
+class ModelNotFound(ModelError):
+    default_hint = "pass a local model directory or a catalog name that is installed"
+
+
+class ModelLoadError(ModelError):
+    default_hint = "check that the directory holds a complete transformers checkpoint (config, weights, tokenizer)"
+
+
+class VisionNotSupported(ModelError, ValueError):
+    recoverable = True
+    default_hint = "send text only, or load a vision-language model"
+
+
+# --- images ----------------------------------------------------------------------------------------
+class ImageError(OptascanError, ValueError):
+    recoverable = True
+
+
+class ImageNotFound(ImageError):
+    default_hint = "check the path"
+
+
+class ImageDecodeError(ImageError):
+    default_hint = "send a JPEG, PNG, WebP, GIF, BMP or TIFF image"
+
+
+class ImageTooLarge(ImageError):
+    default_hint = "downscale the image or raise the pixel cap"
+
+
+# --- engine ----------------------------------------------------------------------------------------
+class EngineError(OptascanError):
+    pass
+
+
+class QueueFull(EngineError):
+    recoverable = True
+    default_hint = "retry when a running request has finished, or raise max_queue"
+
+    def __init__(self, message: str, *, max_queue: int, **kw):
+        self.max_queue = max_queue
+        super().__init__(message, **kw)
+
+
+class EngineClosed(EngineError):
+    default_hint = "load the model again"
+
+
+class OutOfMemory(EngineError):
+    recoverable = True
+    default_hint = "use a smaller image, fewer max_tokens or a smaller model; the engine is still serving"
+
+    def __init__(self, message: str, *, requested_bytes: int | None = None, free_bytes: int | None = None,
+                 device: str | None = None, **kw):
+        self.requested_bytes = requested_bytes
+        self.free_bytes = free_bytes
+        self.device = device
+        super().__init__(message, **kw)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "requested_bytes": self.requested_bytes,
+                "free_bytes": self.free_bytes, "device": self.device}
+
+
+class GenerationFailed(EngineError):
+    recoverable = True
+    default_hint = "retry; if it keeps failing, report it with the model name and the request"
+
+
+class Cancelled(OptascanError):
+    """Raised by the blocking call only when it was asked to (``raise_on_cancel=True``)."""
+
+    recoverable = True
+    default_hint = "the request was cancelled; its partial text is on ``.result``"
+
+    def __init__(self, message: str = "the request was cancelled", *, result=None, **kw):
+        self.result = result
+        super().__init__(message, **kw)
+
+
+__all__ = [
+    "OptascanError", "InvalidRequest", "ModelError", "ModelNotFound", "ModelLoadError",
+    "VisionNotSupported", "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge",
+    "EngineError", "QueueFull", "EngineClosed", "OutOfMemory", "GenerationFailed", "Cancelled",
+]

@@ -1,0 +1,1 @@
+"""Images: intake (decode, orientation), later prepare (sizing) and temp files."""

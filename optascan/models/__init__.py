@@ -1,0 +1,1 @@
+"""Models: where a model name leads (catalog, local directory, the hub cache)."""
