@@ -1,0 +1,1 @@
+"""Test helpers for optascan (no runtime code lives here)."""

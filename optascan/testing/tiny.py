@@ -1,0 +1,290 @@
+"""Tiny random-weight checkpoints of real architectures, for tests.
+
+``build_tiny_checkpoint(family, path)`` writes a directory that loads through the normal transformers
+``from_pretrained`` path (AutoConfig / AutoProcessor / AutoTokenizer / AutoModel*) exactly like a real
+model: config.json, generation_config.json, model.safetensors (float32), tokenizer.json +
+tokenizer_config.json, chat_template.jinja and, for the VLMs, processor_config.json (transformers 5 nests
+the image-processor config inside it). Weights are random (seeded) so outputs are gibberish, but the
+code paths -- chat template, image placeholder expansion, vision tower, M-RoPE, generate(), streaming
+decode -- are the real ones (one exception: the qwen2_vl processor class, see _qwen2_vl).
+Same seed -> byte-identical files. Builds take ~0.1 s after `import transformers`.
+
+    python -m optascan.testing.tiny DIR --family qwen2_vl [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+
+FAMILIES = ("llava", "qwen2_vl", "idefics3", "llama_text")
+
+# Small, fixed training corpus. Multi-byte text appears only a few times on purpose: with min_frequency=2
+# BPE merges some of its byte pairs but not all, so characters like "🙂" or "語" stay split over several
+# byte-level tokens -- exactly what streaming tests need to prove deltas never cut a character in half.
+_CORPUS = [
+    "The quick brown fox jumps over the lazy dog. A photo of a cat sitting on a red chair.",
+    "What is in this image? Describe the picture in one sentence, please. Answer briefly.",
+    "The image shows a small kitchen with a white table, two chairs and a window on the left.",
+    "In the picture there is a man holding an umbrella while walking his dog in the rain.",
+    "This is a screenshot of a web page with a search box, a button and a list of results.",
+    "The receipt lists bread, milk, eggs, cheese and coffee; the total is printed at the bottom.",
+    "A street sign reads MAIN ST and another one says STOP. Cars are parked along the road.",
+    "Please read the text in the document and summarize it. The title is written in bold.",
+    "How many people are there? I can see three people: two adults and one child playing.",
+    "Colors: red, green, blue, yellow, orange, purple, black, white, gray and brown.",
+    "There are 3 apples, 12 bananas and 2,048 grapes on the table; total: 2063 (approx. 2.1k).",
+    "The sign says: OPEN 9:00-17:30, Mon-Fri. Call +1 (555) 010-4477 or email info@example.com!",
+    "Numbers: 0 1 2 3 4 5 6 7 8 9 10 100 1000 3.14159 -42 1e-3 x=y+z*2/7 (a) [b] {c} <d>.",
+    "I'd like a café au lait, s'il vous plaît. Le café est très bon; l'été, c'est génial.",
+    "日本 is Japan. 日本語 means Japanese. 日本の写真です。",
+    "A camera 📷 and a smile 🙂 -- \"quotes\", #hash, 50% off, $9.99, a_b, path/to/file.txt",
+    "user assistant system image picture photo text answer question yes no maybe",
+    "Line one\nLine two\n\tTabbed line\n  two spaces, trailing space ",
+]
+
+_BOS, _PAD = "<s>", "<pad>"
+_IM_START, _IM_END = "<|im_start|>", "<|im_end|>"
+
+# Per family: extra special tokens, named ones (become `tokenizer.image_token` / `.image_token_id`, which
+# the processors read), the end-of-turn (= eos) token, and what the chat template emits for an image part
+# (the placeholder that family's processor looks for and expands to the right number of image tokens).
+_SPECIALS = {
+    "llava": dict(extra=["<image>"], named={"image_token": "<image>"}, eot=_IM_END, image="<image>"),
+    "qwen2_vl": dict(
+        extra=[
+            "<|endoftext|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+            "<|image_pad|>", "<|video_pad|>",
+        ],
+        named={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
+        eot=_IM_END,
+        image="<|vision_start|><|image_pad|><|vision_end|>",
+    ),
+    # Idefics3Processor expands "<image>" to <fake_token_around_image><global-img><image>*N<fake...>;
+    # SmolVLM ends turns with <end_of_utterance>, which is also its eos.
+    "idefics3": dict(
+        extra=["<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>"],
+        named={"image_token": "<image>"},
+        eot="<end_of_utterance>",
+        image="<image>",
+    ),
+    "llama_text": dict(extra=[], named={}, eot=_IM_END, image=None),
+}
+
+# ChatML-like template. `content` may be a string or a list of {"type": "text"|"image"} parts.
+_TEMPLATE = (
+    "{{- bos_token -}}"
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}{{- part['text'] -}}"
+    "{%- elif part['type'] == 'image' -%}{{- '@IMAGE@' -}}"
+    "{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "{{- '@EOT@' + '\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+
+def _chat_template(family: str) -> str:
+    spec = _SPECIALS[family]
+    template = _TEMPLATE.replace("@EOT@", spec["eot"])
+    if spec["image"] is None:  # text-only model: an image part is an error, not silently dropped
+        return template.replace("{{- '@IMAGE@' -}}", "{{- raise_exception('text-only model') -}}")
+    return template.replace("@IMAGE@", spec["image"])
+
+
+def _build_tokenizer(family: str):
+    """Byte-level BPE trained on _CORPUS; every byte is in the base alphabet, so any string round-trips."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    spec = _SPECIALS[family]
+    specials = [_BOS, _PAD, _IM_START, _IM_END] + [t for t in spec["extra"] if t != _IM_END]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        min_frequency=2,
+        special_tokens=specials,  # ids 0..len(specials)-1, in this order
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=_BOS,
+        eos_token=spec["eot"],
+        pad_token=_PAD,
+        extra_special_tokens=[t for t in specials if t not in (_BOS, _PAD, spec["eot"])],
+        **spec["named"],
+        chat_template=_chat_template(family),
+        clean_up_tokenization_spaces=False,
+        model_max_length=4096,
+    )
+
+
+def _text_kwargs(tok) -> dict:
+    """Llama-style decoder settings shared by every family's language model."""
+    return dict(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=False,
+    )
+
+
+def _llava(tok):
+    from transformers import (
+        CLIPImageProcessorPil,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    # 32 px / patch 8 -> 16 patches (+CLS, dropped by the "default" strategy) -> 16 image tokens.
+    image_size, patch = 32, 8
+    vision = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=image_size, patch_size=patch, projection_dim=32,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=LlamaConfig(**_text_kwargs(tok)),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        image_seq_length=(image_size // patch) ** 2,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+    )
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tok, patch_size=patch,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        chat_template=tok.chat_template,
+    )
+    return LlavaForConditionalGeneration, config, processor
+
+
+def _qwen2_vl(tok):
+    from transformers import PaddleOCRVLProcessor, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    ids = tok.convert_tokens_to_ids
+    text = _text_kwargs(tok)
+    # head_dim 16 -> 8 rotary frequencies, split over (temporal, height, width) for M-RoPE.
+    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]}
+    config = Qwen2VLConfig(
+        text_config=text,
+        vision_config=dict(
+            depth=2, embed_dim=32, num_heads=2, mlp_ratio=2, hidden_size=64,
+            patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+        ),
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+    )
+    # Real patch 14 / merge 2 (28x28 px per image token); images are resized to between 56x56 and 112x112
+    # px worth of area -> 4 to 16 image tokens depending on aspect ratio (2x2 .. 4x4 for square images).
+    image_processor = Qwen2VLImageProcessorPil(
+        size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112}, patch_size=14, merge_size=2,
+        temporal_patch_size=2,
+    )
+    # Not Qwen2VLProcessor: in transformers 5 it always carries a torchvision-only video processor, and it
+    # cannot even be constructed without torchvision (its video_processor slot is type-checked against the
+    # torchvision-gated VIDEO_PROCESSOR_MAPPING), so AutoProcessor would fail on CPU-only installs.
+    # PaddleOCRVLProcessor is the same image path with no video slot: Qwen2-VL image processor, and
+    # tokenizer.image_token expanded to image_grid_thw.prod() // merge_size**2 copies, plus
+    # mm_token_type_ids -- exactly what Qwen2VLProcessor does for images. The model is the real Qwen2-VL.
+    processor = PaddleOCRVLProcessor(
+        image_processor=image_processor, tokenizer=tok, chat_template=tok.chat_template
+    )
+    return Qwen2VLForConditionalGeneration, config, processor
+
+
+def _idefics3(tok):
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    # 48 px / patch 8 -> 36 patches, pixel-shuffle scale 2 -> 9 image tokens; no image splitting.
+    image_size, patch, scale = 48, 8, 2
+    config = Idefics3Config(
+        vision_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            image_size=image_size, patch_size=patch,
+        ),
+        text_config=dict(model_type="llama", **_text_kwargs(tok)),
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        scale_factor=scale,
+    )
+    image_processor = Idefics3ImageProcessorPil(
+        do_image_splitting=False, size={"longest_edge": image_size},
+        max_image_size={"longest_edge": image_size},
+    )
+    processor = Idefics3Processor(
+        image_processor=image_processor, tokenizer=tok,
+        image_seq_len=(image_size // patch) ** 2 // scale**2, chat_template=tok.chat_template,
+    )
+    return Idefics3ForConditionalGeneration, config, processor
+
+
+def _llama_text(tok):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM, LlamaConfig(**_text_kwargs(tok)), None
+
+
+def build_tiny_checkpoint(family: str, path: str | os.PathLike, *, seed: int = 0) -> pathlib.Path:
+    """Write a tiny random checkpoint of `family` into `path` (created if needed) and return the path."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+    import torch
+    from transformers import GenerationConfig
+
+    out = pathlib.Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _build_tokenizer(family)
+    model_cls, config, processor = {
+        "llava": _llava, "qwen2_vl": _qwen2_vl, "idefics3": _idefics3, "llama_text": _llama_text,
+    }[family](tok)
+
+    # Seed only around init, and restore the global RNG so building never perturbs the caller's state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_cls(config).to(torch.float32)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    if processor is not None:
+        processor.save_pretrained(out)
+    else:
+        tok.save_pretrained(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dir")
+    parser.add_argument("--family", required=True, choices=FAMILIES)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    print(build_tiny_checkpoint(args.family, args.dir, seed=args.seed))
+
+
+if __name__ == "__main__":
+    main()
