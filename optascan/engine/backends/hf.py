@@ -75,6 +75,7 @@ class HFBackend:
 
     # --- preprocessing -------------------------------------------------------------------------------
     def prepare(self, conversation: Conversation, images: Sequence[Any]) -> Prepared:
+        self._stage = "preprocessing"
         if images and not self.supports_images:
             raise VisionNotSupported("this model is text-only and cannot take images")
         try:
