@@ -14,6 +14,9 @@ REPLACEMENT = "\ufffd"
 # Prompt tokens kept as context: sentencepiece-style tokenizers drop a word's leading space when the
 # word is decoded alone, so the window must start a few tokens earlier.
 CONTEXT_TOKENS = 4
+# A character is at most 4 bytes, so more held tokens than this can only be a genuinely invalid sequence
+# (random or broken models emit them): show it as U+FFFD rather than let the window grow without bound.
+MAX_HELD_TOKENS = 8
 
 
 class IncrementalDetokenizer:
@@ -34,7 +37,8 @@ class IncrementalDetokenizer:
         self._ids.append(token_id)
         prefix_text = self._decode(self._ids[self._prefix:self._read])
         full_text = self._decode(self._ids[self._prefix:])
-        if len(full_text) <= len(prefix_text) or full_text.endswith(REPLACEMENT):
+        held = len(self._ids) - self._read
+        if len(full_text) <= len(prefix_text) or (full_text.endswith(REPLACEMENT) and held <= MAX_HELD_TOKENS):
             return ""  # an incomplete character (or nothing visible yet): wait for more tokens
         delta = full_text[len(prefix_text):]
         self._prefix, self._read = self._read, len(self._ids)

@@ -2,14 +2,19 @@
 
 ``build_tiny_checkpoint(family, path)`` writes a directory that loads through the normal transformers
 ``from_pretrained`` path (AutoConfig / AutoProcessor / AutoTokenizer / AutoModel*) exactly like a real
-model: config.json, generation_config.json, model.safetensors (float32), tokenizer.json +
+model: config.json, generation_config.json, model.safetensors (float32 by default), tokenizer.json +
 tokenizer_config.json, chat_template.jinja and, for the VLMs, processor_config.json (transformers 5 nests
 the image-processor config inside it). Weights are random (seeded) so outputs are gibberish, but the
 code paths -- chat template, image placeholder expansion, vision tower, M-RoPE, generate(), streaming
-decode -- are the real ones (one exception: the qwen2_vl processor class, see _qwen2_vl).
+decode -- are the real ones.
 Same seed -> byte-identical files. Builds take ~0.1 s after `import transformers`.
 
-    python -m optascan.testing.tiny DIR --family qwen2_vl [--seed 0]
+For benchmarks, ``text_size`` (or a ``TEXT_SIZES`` preset) makes the language model bigger -- the vision
+tower stays tiny and the vocab stays the ~600-token BPE, so per-token decode cost is that of a real LM of
+that shape -- and ``dtype="bfloat16"`` halves the file. The "qwen2-vl-2b" preset (1.3B params) builds in
+~20-30 s on CPU, mostly drawing the random numbers.
+
+    python -m optascan.testing.tiny DIR --family qwen2_vl [--seed 0] [--size small] [--dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -19,6 +24,17 @@ import os
 import pathlib
 
 FAMILIES = ("llava", "qwen2_vl", "idefics3", "llama_text")
+
+# Language-model dims for `text_size` (head_dim defaults to hidden_size // num_attention_heads).
+TEXT_SIZES = {
+    "tiny": None,  # the test default: hidden 64, 2 layers, ~0.1M params
+    # ~27M params: 10-30 ms/token in float32 on a 2-core CPU.
+    "small": dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
+                  num_key_value_heads=4),
+    # Qwen2-VL-2B's language model (1.3B params here: the vocab is 600, not 151k).
+    "qwen2-vl-2b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                        num_key_value_heads=2),
+}
 
 # Small, fixed training corpus. Multi-byte text appears only a few times on purpose: with min_frequency=2
 # BPE merges some of its byte pairs but not all, so characters like "🙂" or "語" stay split over several
@@ -127,9 +143,9 @@ def _build_tokenizer(family: str):
     )
 
 
-def _text_kwargs(tok) -> dict:
-    """Llama-style decoder settings shared by every family's language model."""
-    return dict(
+def _text_kwargs(tok, text_size: dict | None = None) -> dict:
+    """Llama-style decoder settings shared by every family's language model, ``text_size`` overriding."""
+    kwargs = dict(
         vocab_size=len(tok),
         hidden_size=64,
         intermediate_size=128,
@@ -142,9 +158,10 @@ def _text_kwargs(tok) -> dict:
         pad_token_id=tok.pad_token_id,
         tie_word_embeddings=False,
     )
+    return {**kwargs, **(text_size or {})}
 
 
-def _llava(tok):
+def _llava(tok, text):
     from transformers import (
         CLIPImageProcessorPil,
         CLIPVisionConfig,
@@ -162,7 +179,7 @@ def _llava(tok):
     )
     config = LlavaConfig(
         vision_config=vision,
-        text_config=LlamaConfig(**_text_kwargs(tok)),
+        text_config=LlamaConfig(**text),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         image_seq_length=(image_size // patch) ** 2,
         vision_feature_select_strategy="default",
@@ -179,18 +196,26 @@ def _llava(tok):
     return LlavaForConditionalGeneration, config, processor
 
 
-def _qwen2_vl(tok):
-    from transformers import PaddleOCRVLProcessor, Qwen2VLConfig, Qwen2VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+def _qwen2_vl(tok, text):
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     ids = tok.convert_tokens_to_ids
-    text = _text_kwargs(tok)
-    # head_dim 16 -> 8 rotary frequencies, split over (temporal, height, width) for M-RoPE.
-    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]}
+    # M-RoPE splits the head_dim/2 rotary frequencies over (temporal, height, width), in Qwen2-VL's 1:1.5:1.5
+    # ratio: head_dim 16 -> [2, 3, 3]; 128 (the real 2B/7B) -> [16, 24, 24].
+    half = text["hidden_size"] // text["num_attention_heads"] // 2  # Qwen2-VL attention: head_dim = h / heads
+    t = half // 4
+    sections = [t, (half - t) // 2, half - t - (half - t) // 2]
+    text = {**text, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": sections}}
     config = Qwen2VLConfig(
         text_config=text,
         vision_config=dict(
-            depth=2, embed_dim=32, num_heads=2, mlp_ratio=2, hidden_size=64,
+            depth=2, embed_dim=32, num_heads=2, mlp_ratio=2, hidden_size=text["hidden_size"],  # merger out
             patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
         ),
         image_token_id=ids("<|image_pad|>"),
@@ -200,23 +225,18 @@ def _qwen2_vl(tok):
     )
     # Real patch 14 / merge 2 (28x28 px per image token); images are resized to between 56x56 and 112x112
     # px worth of area -> 4 to 16 image tokens depending on aspect ratio (2x2 .. 4x4 for square images).
-    image_processor = Qwen2VLImageProcessorPil(
-        size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112}, patch_size=14, merge_size=2,
-        temporal_patch_size=2,
-    )
-    # Not Qwen2VLProcessor: in transformers 5 it always carries a torchvision-only video processor, and it
-    # cannot even be constructed without torchvision (its video_processor slot is type-checked against the
-    # torchvision-gated VIDEO_PROCESSOR_MAPPING), so AutoProcessor would fail on CPU-only installs.
-    # PaddleOCRVLProcessor is the same image path with no video slot: Qwen2-VL image processor, and
-    # tokenizer.image_token expanded to image_grid_thw.prod() // merge_size**2 copies, plus
-    # mm_token_type_ids -- exactly what Qwen2VLProcessor does for images. The model is the real Qwen2-VL.
-    processor = PaddleOCRVLProcessor(
-        image_processor=image_processor, tokenizer=tok, chat_template=tok.chat_template
+    pixels = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
+    # The real Qwen2VLProcessor, as a hub checkpoint has it: transformers 5 gives it a video processor that
+    # needs torchvision, so this family (like real Qwen2-VL models) needs torchvision installed.
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=pixels, patch_size=14, merge_size=2, temporal_patch_size=2),
+        video_processor=Qwen2VLVideoProcessor(size=pixels, patch_size=14, merge_size=2, temporal_patch_size=2),
+        tokenizer=tok, chat_template=tok.chat_template,
     )
     return Qwen2VLForConditionalGeneration, config, processor
 
 
-def _idefics3(tok):
+def _idefics3(tok, text):
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
@@ -227,7 +247,7 @@ def _idefics3(tok):
             hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
             image_size=image_size, patch_size=patch,
         ),
-        text_config=dict(model_type="llama", **_text_kwargs(tok)),
+        text_config=dict(model_type="llama", **text),
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         scale_factor=scale,
     )
@@ -242,16 +262,26 @@ def _idefics3(tok):
     return Idefics3ForConditionalGeneration, config, processor
 
 
-def _llama_text(tok):
+def _llama_text(tok, text):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    return LlamaForCausalLM, LlamaConfig(**_text_kwargs(tok)), None
+    return LlamaForCausalLM, LlamaConfig(**text), None
 
 
-def build_tiny_checkpoint(family: str, path: str | os.PathLike, *, seed: int = 0) -> pathlib.Path:
-    """Write a tiny random checkpoint of `family` into `path` (created if needed) and return the path."""
+def build_tiny_checkpoint(family: str, path: str | os.PathLike, *, seed: int = 0,
+                          text_size: dict | str | None = None, dtype: str | None = None) -> pathlib.Path:
+    """Write a tiny random checkpoint of `family` into `path` (created if needed) and return the path.
+
+    ``text_size``: a ``TEXT_SIZES`` name or a dict of language-model dims (hidden_size, num_hidden_layers,
+    num_attention_heads, num_key_value_heads, intermediate_size, head_dim). ``dtype``: e.g. "bfloat16" to
+    initialise and save the weights in that dtype (default float32).
+    """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+    if isinstance(text_size, str):
+        if text_size not in TEXT_SIZES:
+            raise ValueError(f"unknown size {text_size!r}; expected one of {tuple(TEXT_SIZES)}")
+        text_size = TEXT_SIZES[text_size]
     import torch
     from transformers import GenerationConfig
 
@@ -260,12 +290,15 @@ def build_tiny_checkpoint(family: str, path: str | os.PathLike, *, seed: int = 0
     tok = _build_tokenizer(family)
     model_cls, config, processor = {
         "llava": _llava, "qwen2_vl": _qwen2_vl, "idefics3": _idefics3, "llama_text": _llama_text,
-    }[family](tok)
+    }[family](tok, _text_kwargs(tok, text_size))
 
     # Seed only around init, and restore the global RNG so building never perturbs the caller's state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = model_cls(config).to(torch.float32)
+        if dtype is None:
+            model = model_cls(config).to(torch.float32)
+        else:  # initialised in `dtype` directly: no float32 copy of a big model
+            model = model_cls._from_config(config, dtype=getattr(torch, dtype))
     model.generation_config = GenerationConfig(
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
@@ -282,8 +315,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dir")
     parser.add_argument("--family", required=True, choices=FAMILIES)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", default="tiny", choices=tuple(TEXT_SIZES), help="language-model size preset")
+    parser.add_argument("--dtype", default=None, help="weight dtype, e.g. bfloat16 (default float32)")
     args = parser.parse_args(argv)
-    print(build_tiny_checkpoint(args.family, args.dir, seed=args.seed))
+    print(build_tiny_checkpoint(args.family, args.dir, seed=args.seed, text_size=args.size, dtype=args.dtype))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-from optascan.engine.detokenize import IncrementalDetokenizer
+from optascan.engine.detokenize import MAX_HELD_TOKENS, IncrementalDetokenizer
 from optascan.engine.stops import StopMatcher
 from optascan.testing.scripted import byte_tokens
 
@@ -74,3 +74,16 @@ def test_no_stops_passes_text_through():
     m = StopMatcher([])
     assert m.feed("abc") == ("abc", False)
     assert m.flush() == ""
+
+
+def test_an_invalid_sequence_that_never_completes_does_not_grow_the_window():
+    decoded = []
+
+    def decode(ids):
+        decoded.append(len(ids))
+        return bytes(ids).decode("utf-8", errors="replace")
+
+    detok = IncrementalDetokenizer(decode)
+    deltas = [detok.add(0x80) for _ in range(1000)]  # lone continuation bytes, as a random model emits
+    assert "\ufffd" in "".join(deltas)
+    assert max(decoded) <= 2 * (MAX_HELD_TOKENS + 1)  # bounded: the previous delta plus the held tokens

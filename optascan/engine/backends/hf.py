@@ -121,9 +121,11 @@ class HFBackend:
         generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
         banned = sorted(self.eos_token_ids) if sampling.ignore_eos else None
         stopper = _Stopper(cancel)
+        # ignore_eos works by banning the eos ids in _Chooser: generate() would refill an unset
+        # eos_token_id from the model's generation_config anyway.
         config = GenerationConfig(
             max_new_tokens=sampling.max_tokens, do_sample=False, num_beams=1,
-            eos_token_id=None if sampling.ignore_eos else sorted(self.eos_token_ids) or None,
+            eos_token_id=sorted(self.eos_token_ids) or None,
             pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
             else next(iter(self.eos_token_ids), 0),
         )
