@@ -186,12 +186,24 @@ class HFBackend:
 
 
 class _Chooser(LogitsProcessor):
-    """Makes the token choice itself and leaves generate() a one-hot row, so its greedy pick is ours."""
+    """Makes the token choice itself and leaves generate() a one-hot row, so its greedy pick is ours.
+
+    Plain greedy decoding needs no choice of ours (generate's argmax is the same argmax), so that path only
+    masks banned ids in place: no extra kernels, no host round trip per token.
+    """
 
     def __init__(self, sampling: Sampling, generator: torch.Generator, banned: list[int] | None) -> None:
         self.sampling, self.generator, self.banned = sampling, generator, banned
+        self.plain_greedy = sampling.temperature == 0.0 and sampling.repetition_penalty == 1.0
+        self._banned_ids: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.plain_greedy:
+            if self.banned:
+                if self._banned_ids is None:  # built once per request, on the scores' device
+                    self._banned_ids = torch.tensor(self.banned, device=scores.device)
+                scores.index_fill_(1, self._banned_ids, -float("inf"))
+            return scores
         chosen = choose_token(scores, input_ids, self.sampling, self.generator, self.banned)
         one_hot = torch.full_like(scores, -float("inf"))
         return one_hot.scatter_(1, chosen[:, None], 0.0)
