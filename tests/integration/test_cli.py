@@ -74,3 +74,30 @@ def test_ctrl_c_cancels_prints_the_partial_answer_and_exits_130(tiny_dir, photo_
     assert proc.returncode == 130
     assert len(received) >= 20 and (received + rest).startswith(received)
     assert b"cancelled" in err and b"Traceback" not in err
+
+
+def test_status_line_on_a_terminal_shows_phase_tokens_and_speed(tiny_dir, photo_path):
+    import pty
+
+    leader, follower = pty.openpty()  # stderr is a terminal, stdout a pipe: the live line runs to the end
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "optascan", "scan", "--model", str(tiny_dir("llava")), photo_path, "Describe",
+         "--max-tokens", "300", "--ignore-eos"],
+        stdout=subprocess.PIPE, stderr=follower, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    os.close(follower)
+    out, _ = proc.communicate(timeout=120)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(leader)
+    text = screen.decode("utf-8", errors="replace")
+    assert proc.returncode == 0 and out
+    assert "loading model" in text and "prefill" in text
+    assert "generating · " in text and "/300 tokens" in text and "tok/s" in text
+    assert "done · 300/300 tokens" in text  # the summary after the answer

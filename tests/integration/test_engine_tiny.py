@@ -284,3 +284,45 @@ def test_out_of_memory_becomes_a_recoverable_typed_error(tiny_dir):
             engine.generate(request_for("llava", max_tokens=4))
         again = engine.generate(request_for("llava", max_tokens=3, ignore_eos=True))  # still serving
         assert again.usage.completion_tokens == 3
+
+
+def vision_tower(engine):
+    inner = engine.backend.model.model
+    return next(getattr(inner, n) for n in ("vision_tower", "visual", "vision_model") if hasattr(inner, n))
+
+
+@pytest.mark.parametrize("family", VLM_FAMILIES)
+def test_cancel_during_preprocessing_skips_vision_encoding(tiny_engine, family, monkeypatch):
+    engine = tiny_engine(family)
+    token = CancelToken()
+    real_prepare = engine.backend.prepare
+
+    def prepare_then_cancel(*args):  # the cancel arrives while the processor runs
+        prepared = real_prepare(*args)
+        token.cancel()
+        return prepared
+
+    monkeypatch.setattr(engine.backend, "prepare", prepare_then_cancel)
+    calls = [0]
+    handle = vision_tower(engine).register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    try:
+        result = engine.generate(request_for(family, max_tokens=10), cancel=token)
+    finally:
+        handle.remove()
+    assert result.finish_reason is FinishReason.CANCELLED and calls[0] == 0
+    assert result.usage.prompt_tokens > 0 and result.usage.completion_tokens == 0
+
+
+@pytest.mark.parametrize("family", VLM_FAMILIES)
+def test_cancel_during_vision_encoding_skips_prefill(tiny_engine, family):
+    engine = tiny_engine(family)
+    token = CancelToken()
+    # registered after the engine's own hook, so it runs once the vision tower has been let through
+    handle = vision_tower(engine).register_forward_pre_hook(lambda *_: token.cancel())
+    try:
+        with count_language_steps(engine) as steps:
+            result = engine.generate(request_for(family, max_tokens=10), cancel=token)
+    finally:
+        handle.remove()
+    assert result.finish_reason is FinishReason.CANCELLED
+    assert steps[0] == 0  # the language model never ran: no prefill
