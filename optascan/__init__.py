@@ -15,6 +15,7 @@ from .errors import (
     GenerationFailed,
     ImageDecodeError,
     ImageError,
+    ImageFetchError,
     ImageNotFound,
     ImageTooLarge,
     InvalidRequest,
@@ -34,6 +35,6 @@ __all__ = [
     "__version__", "load", "Engine", "EngineInfo", "Request", "Event", "Result", "State", "FinishReason",
     "Usage", "Timings", "CancelToken",
     "OptascanError", "InvalidRequest", "ModelError", "ModelNotFound", "ModelLoadError", "VisionNotSupported",
-    "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge", "EngineError", "QueueFull",
+    "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge", "ImageFetchError", "EngineError", "QueueFull",
     "EngineClosed", "OutOfMemory", "GenerationFailed", "Cancelled",
 ]

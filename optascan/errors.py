@@ -13,7 +13,8 @@ when something must be fixed first (a path, a model, the installation).
     ├── ImageError (ValueError)
     │   ├── ImageNotFound                 a path that does not exist
     │   ├── ImageDecodeError              corrupt, truncated, empty or not an image
-    │   └── ImageTooLarge                 more pixels than the configured cap
+    │   ├── ImageTooLarge                 more bytes or pixels than the configured caps
+    │   └── ImageFetchError               an image URL that was refused or could not be fetched
     ├── EngineError
     │   ├── QueueFull                     the bounded request queue is full; retry later
     │   ├── EngineClosed                  the model was unloaded / closed
@@ -93,6 +94,10 @@ class ImageTooLarge(ImageError):
     default_hint = "downscale the image or raise the pixel cap"
 
 
+class ImageFetchError(ImageError):
+    default_hint = "download the image yourself and pass its bytes, or check the URL"
+
+
 # --- engine ----------------------------------------------------------------------------------------
 class EngineError(OptascanError):
     pass
@@ -145,6 +150,6 @@ class Cancelled(OptascanError):
 
 __all__ = [
     "OptascanError", "InvalidRequest", "ModelError", "ModelNotFound", "ModelLoadError",
-    "VisionNotSupported", "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge",
+    "VisionNotSupported", "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge", "ImageFetchError",
     "EngineError", "QueueFull", "EngineClosed", "OutOfMemory", "GenerationFailed", "Cancelled",
 ]

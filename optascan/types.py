@@ -30,6 +30,9 @@ class State(str, enum.Enum):
         return self in (State.DONE, State.CANCELLED, State.FAILED)
 
 
+IMAGE_TIERS = ("quality", "balanced", "battery")  # sizes in images/prepare.py
+
+
 class FinishReason(str, enum.Enum):
     STOP = "stop"  # end-of-sequence token or a stop string
     LENGTH = "length"  # max_tokens reached
@@ -46,6 +49,7 @@ class Request:
     with optional ``images`` (paths, bytes, PIL images, base64 strings or ``data:`` URLs).
     ``temperature=0`` means greedy decoding. ``top_k=0`` and ``top_p=1`` switch those filters off.
     ``ignore_eos`` keeps generating past the end-of-sequence token (for benchmarks and tests).
+    ``image_tier`` caps image size: "quality" (2048 px), "balanced" (≈1 MP) or "battery" (≈0.4 MP).
     """
 
     messages: Sequence[dict] | None = None
@@ -59,6 +63,7 @@ class Request:
     stop: Sequence[str] = ()
     repetition_penalty: float = 1.0
     ignore_eos: bool = False
+    image_tier: str = "balanced"
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -87,6 +92,9 @@ class Request:
         _check_float("repetition_penalty", self.repetition_penalty, 0.0, 10.0, low_open=True)
         if self.seed is not None:
             _check_int("seed", self.seed, 0, 2**63 - 1)
+        if self.image_tier not in IMAGE_TIERS:
+            raise InvalidRequest(f"'image_tier' must be one of {', '.join(IMAGE_TIERS)}, got {self.image_tier!r}",
+                                 field="image_tier")
         if len(self.stop) > 16:
             raise InvalidRequest("at most 16 stop strings", field="stop")
         for s in self.stop:

@@ -22,6 +22,19 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     return home
 
 
+@pytest.fixture(autouse=True)
+def no_temp_files_left(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Every test gets its own temp dir, and must leave none of optascan's temp files in it."""
+    import tempfile
+
+    from optascan.images.tempfiles import leftovers
+
+    root = tmp_path_factory.mktemp("tmp")
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    yield
+    assert leftovers(str(root)) == [], "a test left optascan temp files behind"
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory):
     """Build a tiny checkpoint of a family on first use; later uses get the same directory."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import Cancelled, InvalidRequest, VisionNotSupported
+from ..images.intake import IntakeSettings
 from ..types import Event, FinishReason, Request, Result
 from .backends.base import Backend, Sampling
 from .cancel import CancelToken
@@ -41,9 +42,11 @@ class EngineInfo:
 class Engine:
     """One loaded model with its own worker thread. Thread-safe; use as a context manager or ``close()``."""
 
-    def __init__(self, backend: Backend, *, name: str, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
+    def __init__(self, backend: Backend, *, name: str, max_queue: int = DEFAULT_MAX_QUEUE,
+                 image_settings: IntakeSettings | None = None) -> None:
         self.backend = backend
         self.name = name
+        self.image_settings = image_settings or IntakeSettings()
         self._worker = Worker(lambda job: run_job(job, backend, name), lambda job: finish_unstarted(job, name),
                               max_queue=max_queue, name=name)
 
@@ -68,7 +71,7 @@ class Engine:
                             top_k=request.top_k, seed=seed, repetition_penalty=request.repetition_penalty,
                             ignore_eos=request.ignore_eos)
         job = Job(id=f"gen-{uuid.uuid4().hex[:16]}", request=request, conversation=conversation,
-                  sampling=sampling, cancel=cancel or CancelToken(), sink=sink)
+                  sampling=sampling, cancel=cancel or CancelToken(), sink=sink, image_settings=self.image_settings)
         self._worker.submit(job)
         return job
 
@@ -175,15 +178,16 @@ def _outcome(result: Result, raise_on_cancel: bool) -> Result:
 
 
 def load(model: str | os.PathLike, *, device: str = "auto", dtype: str | None = None,
-         max_queue: int = DEFAULT_MAX_QUEUE) -> Engine:
+         max_queue: int = DEFAULT_MAX_QUEUE, image_settings: IntakeSettings | None = None) -> Engine:
     """Load a model (a local directory, a catalog name, or a cached hub repo id) on its own worker.
 
     ``device``: "auto" (CUDA > MPS > CPU), "cuda", "cuda:N", "mps" or "cpu". ``dtype``: bfloat16 on
-    accelerators and float32 on CPU unless set.
+    accelerators and float32 on CPU unless set. ``image_settings``: byte and pixel caps, and whether
+    http(s) image URLs are fetched (off by default).
     """
     from ..models.resolve import resolve_model
     from .backends.hf import HFBackend  # torch is imported only when a model is loaded
 
     path = resolve_model(model)
     backend = HFBackend(path, device=device, dtype=dtype)
-    return Engine(backend, name=os.fspath(model), max_queue=max_queue)
+    return Engine(backend, name=os.fspath(model), max_queue=max_queue, image_settings=image_settings)

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from ..errors import GenerationFailed, OptascanError
-from ..images.intake import load_image
+from ..images.prepare import PreparedImage, prepare_image
 from ..types import Event, FinishReason, Result, State, Usage
 from .backends.base import Backend, Prepared
 from .cancel import CancelledRun, check
@@ -28,8 +28,10 @@ def run_job(job: Job, backend: Backend, model_name: str) -> None:
     try:
         check(job.cancel)  # before image preprocessing
         run.enter(State.PREPROCESSING)
-        images = [load_image(source) for source in job.conversation.images]
-        run.prepared(backend.prepare(job.conversation, images))
+        images = [prepare_image(source, tier=job.request.image_tier, settings=job.image_settings,
+                                limits=backend.image_limits) for source in job.conversation.images]
+        run.images = images
+        run.prepared(backend.prepare(job.conversation, [image.image for image in images]))
         check(job.cancel)  # before vision encoding and prefill (the backend checks again inside)
         run.enter(State.PREFILL)
         backend.generate(run.inputs, job.sampling, job.cancel, run.on_token)
@@ -65,6 +67,7 @@ class _Run:
         self.text = ""
         self.reason: FinishReason | None = None
         self.inputs: Prepared | None = None
+        self.images: list[PreparedImage] = []
         self.detokenizer: IncrementalDetokenizer | None = None
         self.stops = StopMatcher(job.request.stop)
         self.eos = frozenset() if job.sampling.ignore_eos or backend is None else backend.eos_token_ids
@@ -110,7 +113,7 @@ class _Run:
             usage=Usage(prompt_tokens=prepared.prompt_tokens if prepared else 0,
                         image_tokens=prepared.image_tokens if prepared else 0, completion_tokens=self.tokens),
             timings=self.job.clock.timings(self.tokens), error=error,
-            metadata={"seed": self.job.sampling.seed, "images": len(self.job.conversation.images),
+            metadata={"seed": self.job.sampling.seed, "images": [image.describe() for image in self.images],
                       **(prepared.metadata if prepared else {}),
                       **({"cancel_reason": self.job.cancel.reason} if reason is FinishReason.CANCELLED else {})},
         )

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import EngineClosed, QueueFull
+from ..images.intake import IntakeSettings
 from ..types import Event, Request, State
 from .backends.base import Sampling
 from .cancel import CancelToken
@@ -30,6 +31,7 @@ class Job:
     sampling: Sampling
     cancel: CancelToken
     sink: Callable[[Event], None]
+    image_settings: IntakeSettings = field(default_factory=IntakeSettings)
     clock: RequestClock = field(default_factory=RequestClock)
 
     def queued(self, position: int) -> None:

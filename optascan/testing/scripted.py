@@ -20,6 +20,7 @@ from ..errors import OptascanError, VisionNotSupported
 class ScriptedBackend:
     name = "scripted"
     device = "cpu"
+    image_limits = None
 
     def __init__(self, token_ids: Sequence[int], decode: Callable[[Sequence[int]], str], *,
                  eos_token_ids: Sequence[int] = (), supports_images: bool = True,

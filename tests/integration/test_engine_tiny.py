@@ -326,3 +326,32 @@ def test_cancel_during_vision_encoding_skips_prefill(tiny_engine, family):
         handle.remove()
     assert result.finish_reason is FinishReason.CANCELLED
     assert steps[0] == 0  # the language model never ran: no prefill
+
+
+@pytest.mark.parametrize("family", VLM_FAMILIES)
+def test_prepared_size_and_rotation_show_up_in_the_result(tiny_engine, family):
+    upright = Image.new("RGB", (3000, 2000), (30, 30, 200))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what a phone held sideways writes
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    stored.save(buf, format="JPEG", exif=exif.tobytes())
+    result = engine_result = tiny_engine(family).generate(prompt="x", images=[buf.getvalue()], max_tokens=2,
+                                                          image_tier="battery")
+    described = engine_result.metadata["images"][0]
+    assert described["original_size"] == [2000, 3000] and described["rotated"] == 90
+    w, h = described["prepared_size"]
+    assert w > h and max(w, h) <= 768  # upright and within the battery tier (or the processor's own cap)
+    assert result.usage.image_tokens > 0
+
+
+@pytest.mark.parametrize("family", VLM_FAMILIES)
+@pytest.mark.parametrize("size", [(1, 1), (10000, 1)])
+def test_extreme_images_work_or_fail_with_a_typed_error_and_the_engine_keeps_serving(tiny_engine, family, size):
+    engine = tiny_engine(family)
+    try:
+        result = engine.generate(prompt="x", images=[Image.new("RGB", size, (9, 9, 9))], max_tokens=2)
+        assert result.usage.image_tokens > 0
+    except optascan.OptascanError as err:
+        assert err.recoverable and isinstance(err, optascan.InvalidRequest | optascan.ImageError)
+    assert engine.generate(request_for(family, max_tokens=2, ignore_eos=True)).usage.completion_tokens == 2

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ...errors import OptascanError
+from ...images.tokens import ProcessorLimits
 from ..cancel import CancelToken
 from ..conversation import Conversation
 
@@ -42,6 +43,7 @@ class Backend(Protocol):
     device: str  # e.g. "cuda:0", "cpu"
     supports_images: bool
     eos_token_ids: frozenset[int]
+    image_limits: ProcessorLimits | None  # the processor's own size limits, to size images within them
 
     def prepare(self, conversation: Conversation, images: Sequence[Any]) -> Prepared:
         """Chat template + processor. Raises InvalidRequest for what the model cannot take."""

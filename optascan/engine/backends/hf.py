@@ -33,6 +33,7 @@ from transformers.generation.streamers import BaseStreamer
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from ...errors import InvalidRequest, ModelLoadError, OptascanError, VisionNotSupported
+from ...images.tokens import ProcessorLimits, processor_limits
 from ..cancel import CancelledRun, CancelToken
 from ..conversation import Conversation
 from ..memory import cache_limit_bytes, looks_like_oom, out_of_memory
@@ -64,6 +65,9 @@ class HFBackend:
                 self.tokenizer = AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError, KeyError, ImportError, RuntimeError) as err:
             raise ModelLoadError(f"cannot load the model in {str(path)!r}: {err}") from err
+        self.model_type = config.model_type
+        self.image_processor_config = _image_processor_config(self.processor)
+        self.image_limits = _image_limits(self.model_type, self.image_processor_config)
         self.eos_token_ids = frozenset(_eos_ids(self.model, self.tokenizer))
         self.image_token_id = _image_token_id(self.model.config)
         self.weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
@@ -245,6 +249,28 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
         elif isinstance(value, (list, tuple)):
             ids.update(int(v) for v in value)
     return ids
+
+
+def _image_processor_config(processor: Any) -> dict | None:
+    """The image processor's settings plus the processor-level keys that decide the image token count."""
+    image_processor = getattr(processor, "image_processor", None)
+    if image_processor is None:
+        return None
+    merged = dict(image_processor.to_dict())
+    for key in ("patch_size", "vision_feature_select_strategy", "num_additional_image_tokens", "image_seq_len"):
+        if getattr(processor, key, None) is not None:
+            merged[key] = getattr(processor, key)
+    return merged
+
+
+def _image_limits(model_type: str, config: dict | None) -> ProcessorLimits | None:
+    if config is None:
+        return None
+    try:
+        return processor_limits(model_type, config)
+    except OptascanError:  # a family the table does not know: the tier alone sizes its images
+        log.info("no processor limits known for %s", model_type)
+        return None
 
 
 def _image_token_id(config: Any) -> int | None:
