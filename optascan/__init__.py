@@ -27,13 +27,14 @@ from .errors import (
     QueueFull,
     VisionNotSupported,
 )
+from .images.intake import IntakeSettings
 from .types import Event, FinishReason, Request, Result, State, Timings, Usage
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__", "load", "Engine", "EngineInfo", "Request", "Event", "Result", "State", "FinishReason",
-    "Usage", "Timings", "CancelToken",
+    "Usage", "Timings", "CancelToken", "IntakeSettings",
     "OptascanError", "InvalidRequest", "ModelError", "ModelNotFound", "ModelLoadError", "VisionNotSupported",
     "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge", "ImageFetchError", "EngineError", "QueueFull",
     "EngineClosed", "OutOfMemory", "GenerationFailed", "Cancelled",

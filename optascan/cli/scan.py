@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from ..engine.cancel import CancelToken
 from ..errors import ImageNotFound
-from ..types import Event, FinishReason, Request, State
+from ..types import IMAGE_TIERS, Event, FinishReason, Request, State
 
 DEFAULT_MODEL = os.environ.get("OPTASCAN_MODEL", "demo")
 
@@ -39,6 +39,8 @@ def add_parser(commands: Any, name: str) -> None:
                    help="stop when TEXT appears (repeatable)")
     p.add_argument("--repetition-penalty", type=float, default=1.0, help="above 1 discourages repeats")
     p.add_argument("--ignore-eos", action="store_true", help="generate max-tokens tokens (for benchmarks)")
+    p.add_argument("--image-tier", choices=IMAGE_TIERS, default="balanced",
+                   help="image size cap: quality (2048 px), balanced (~1 MP, default) or battery (~0.4 MP)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cuda, cuda:N, mps or cpu")
     p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--json", action="store_true",
@@ -49,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     *images, prompt = args.inputs
     request = Request(prompt=prompt, images=images, max_tokens=args.max_tokens, temperature=args.temperature,
                       top_p=args.top_p, top_k=args.top_k, seed=args.seed, stop=args.stop,
-                      repetition_penalty=args.repetition_penalty, ignore_eos=args.ignore_eos)
+                      repetition_penalty=args.repetition_penalty, ignore_eos=args.ignore_eos,
+                      image_tier=args.image_tier)
     for image in images:  # fail before the slow model load on a mistyped path
         if not os.path.isfile(image):
             raise ImageNotFound(f"image not found: {image!r}")

@@ -56,6 +56,16 @@ class Engine:
         return EngineInfo(self.name, b.name, b.device, str(getattr(b, "dtype", "")).replace("torch.", ""),
                           b.supports_images, int(getattr(b, "weight_bytes", 0)))
 
+    def estimate_image_tokens(self, width: int, height: int) -> int:
+        """Image tokens this model's processor makes for a ``width``×``height`` image (as prepared), without
+        running anything. Raises ModelError for a model whose processor family is not in the table."""
+        from ..images.tokens import estimate_image_tokens
+
+        config = getattr(self.backend, "image_processor_config", None)
+        if not self.backend.supports_images or config is None:
+            raise VisionNotSupported(f"{self.name} takes no images")
+        return estimate_image_tokens(self.backend.model_type, config, width, height)
+
     @property
     def queue_depth(self) -> int:
         return self._worker.queue_depth

@@ -355,3 +355,12 @@ def test_extreme_images_work_or_fail_with_a_typed_error_and_the_engine_keeps_ser
     except optascan.OptascanError as err:
         assert err.recoverable and isinstance(err, optascan.InvalidRequest | optascan.ImageError)
     assert engine.generate(request_for(family, max_tokens=2, ignore_eos=True)).usage.completion_tokens == 2
+
+
+@pytest.mark.parametrize("family", VLM_FAMILIES)
+def test_the_engine_estimates_image_tokens_as_the_processor_counts_them(tiny_engine, family):
+    engine = tiny_engine(family)
+    for size in [(640, 480), (300, 1000)]:
+        result = engine.generate(prompt="x", images=[Image.new("RGB", size)], max_tokens=1)
+        prepared = result.metadata["images"][0]["prepared_size"]
+        assert engine.estimate_image_tokens(*prepared) == result.usage.image_tokens

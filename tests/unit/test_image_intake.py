@@ -244,3 +244,13 @@ def test_image_file_is_private_metadata_free_and_always_removed(tmp_path):
                 raise interruption
         assert not path.parent.exists()
     assert leftovers() == []
+
+
+def test_banded_parallel_resize_matches_a_single_resize():
+    from optascan.images.prepare import resize
+
+    source = Image.effect_noise((1601, 1203), 70).convert("RGB")
+    for size in [(900, 677), (1000, 751), (333, 250)]:
+        single = np.asarray(source.resize(size, Image.Resampling.BICUBIC), dtype=np.int16)
+        banded = np.asarray(resize(source, size), dtype=np.int16)
+        assert banded.shape == single.shape and np.abs(banded - single).max() <= 1

@@ -257,7 +257,8 @@ def _image_processor_config(processor: Any) -> dict | None:
     if image_processor is None:
         return None
     merged = dict(image_processor.to_dict())
-    for key in ("patch_size", "vision_feature_select_strategy", "num_additional_image_tokens", "image_seq_len"):
+    for key in ("patch_size", "vision_feature_select_strategy", "num_additional_image_tokens", "image_seq_len",
+                "image_seq_length"):
         if getattr(processor, key, None) is not None:
             merged[key] = getattr(processor, key)
     return merged
