@@ -1,7 +1,7 @@
 """Model name → local directory. No network: pulling is a separate, explicit step (issue #5).
 
-A name is, in order: an existing local directory; a catalog name; a hub repo id ("org/name") found in
-the local Hugging Face cache.
+A name is, in order: an existing local directory; "demo" (the model shipped inside the package); a
+catalog name; a hub repo id ("org/name") found in the local Hugging Face cache.
 """
 
 from __future__ import annotations
@@ -20,8 +20,13 @@ CATALOG: dict[str, str] = {
 }
 
 
+DEMO_DIR = Path(__file__).parent / "demo"
+
+
 def resolve_model(name: str | os.PathLike) -> Path:
     text = os.fspath(name)
+    if text == "demo" and (DEMO_DIR / "model.safetensors").is_file():
+        return DEMO_DIR
     path = Path(text).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

@@ -50,3 +50,34 @@ def test_objects_are_drawn_in_their_region_in_their_colour():
             pixel = image.getpixel((int(x * 300), int(y * 200)))
             assert sum(abs(a - b) for a, b in zip(pixel, COLOURS[item.colour], strict=True)) < 30, item
     assert set(POSITIONS) == set(centres)
+
+
+def test_eval_variants_come_back_upright_through_the_intake():
+    import numpy as np
+
+    from optascan.demo.eval import VARIANTS, variant_bytes
+    from optascan.images.prepare import prepare_image
+
+    image = sample(7)[0]
+    for seed in range(3):  # orientations 6, 8 and 3
+        restored = prepare_image(variant_bytes(image, "exif_rotated", seed), tier="quality").image
+        assert restored.size == image.size
+        assert np.abs(np.asarray(restored, dtype=int) - np.asarray(image, dtype=int)).mean() < 4
+    large = prepare_image(variant_bytes(image, "large", 0)).original_size
+    assert max(large) == 4000 and VARIANTS == ("plain", "exif_rotated", "large")
+
+
+def test_run_eval_scores_per_type_and_variant_and_lists_misses():
+    from optascan.demo.eval import run_eval
+
+    truth = {q.text: q.answer for seed in range(2) for q in sample(seed)[2]}
+    asked = []
+
+    def oracle_wrong_once(data: bytes, question: str) -> str:
+        asked.append(question)
+        return "wrong" if len(asked) == 1 else truth[question].upper() + "."  # case and full stop are forgiven
+
+    report = run_eval(oracle_wrong_once, scenes=2)
+    assert report["questions"] == len(asked) == len(sample(0)[2]) + len(sample(1)[2])
+    assert len(report["misses"]) == 1 and report["misses"][0]["answer"] == "wrong"
+    assert report["accuracy"]["variant:exif_rotated"] == 1.0 and report["accuracy"]["variant:plain"] < 1.0
