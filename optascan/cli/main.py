@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import OptascanError
-from . import scan
+from . import models, scan
 
-COMMANDS = {"scan": scan}
+COMMANDS = {"scan": scan, "models": models}
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 

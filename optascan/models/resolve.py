@@ -10,15 +10,7 @@ import os
 from pathlib import Path
 
 from ..errors import ModelNotFound
-
-# Catalog names → hub repo ids. The full catalog (sizes, revisions, licences) arrives with issue #5.
-CATALOG: dict[str, str] = {
-    "smolvlm-256m": "HuggingFaceTB/SmolVLM-256M-Instruct",
-    "smolvlm-500m": "HuggingFaceTB/SmolVLM-500M-Instruct",
-    "qwen2-vl-2b": "Qwen/Qwen2-VL-2B-Instruct",
-    "qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct",
-}
-
+from .catalog import CATALOG, lookup
 
 DEMO_DIR = Path(__file__).parent / "demo"
 
@@ -33,7 +25,8 @@ def resolve_model(name: str | os.PathLike) -> Path:
             raise ModelNotFound(f"{text!r} is a directory but holds no config.json",
                                 hint="point at the folder that holds config.json and the weights")
         return path.resolve()
-    repo_id = CATALOG.get(text.lower(), text)
+    entry = lookup(text)
+    repo_id = entry.repo_id if entry and entry.repo_id else text
     if repo_id.count("/") == 1 and not text.startswith((".", "/", "~")):
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
@@ -42,6 +35,6 @@ def resolve_model(name: str | os.PathLike) -> Path:
             return Path(snapshot_download(repo_id, local_files_only=True))
         except (LocalEntryNotFoundError, HFValidationError, FileNotFoundError, OSError):
             pass
-    known = ", ".join(sorted(CATALOG))
+    known = ", ".join(e.name for e in CATALOG if e.repo_id)
     raise ModelNotFound(f"model {text!r} is not a local directory and is not in the local cache",
                         hint=f"pass a model directory, or download one of: {known}")

@@ -1,0 +1,32 @@
+"""What is installed: the standard Hugging Face cache (shared with every other HF tool), read without network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    repo_id: str
+    size_on_disk: int
+    path: Path  # the newest snapshot
+    revision: str  # its commit
+
+
+def installed_models(cache_dir: str | Path | None = None) -> list[InstalledModel]:
+    """Models in the HF cache (``HF_HUB_CACHE`` / ``HF_HOME`` decide where), newest snapshot each."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        info = scan_cache_dir(cache_dir)
+    except CacheNotFound:
+        return []
+    models = []
+    for repo in info.repos:
+        if repo.repo_type != "model" or not repo.revisions:
+            continue
+        newest = max(repo.revisions, key=lambda r: r.last_modified)
+        models.append(InstalledModel(repo.repo_id, repo.size_on_disk, Path(newest.snapshot_path), newest.commit_hash))
+    return sorted(models, key=lambda m: m.repo_id.lower())
