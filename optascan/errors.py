@@ -9,7 +9,12 @@ when something must be fixed first (a path, a model, the installation).
     ├── ModelError
     │   ├── ModelNotFound                 no such catalog name, directory or cached hub repo
     │   ├── ModelLoadError                the files are there but could not be loaded
-    │   └── VisionNotSupported            an image was sent to a text-only model
+    │   ├── VisionNotSupported            an image was sent to a text-only model
+    │   ├── ModelAccessDenied             a gated or private repo (401/403): accept the licence, set HF_TOKEN
+    │   ├── InsufficientDiskSpace         a pull would not fit on disk (with a 20 % margin)
+    │   ├── UnsafeFileName                the hub listed a file name with "..", an absolute path or "\\"
+    │   ├── IntegrityError                a downloaded file does not match the hub's sha256 or size
+    │   └── PullFailed                    the network or the hub failed mid-pull (resumable)
     ├── ImageError (ValueError)
     │   ├── ImageNotFound                 a path that does not exist
     │   ├── ImageDecodeError              corrupt, truncated, empty or not an image
@@ -75,6 +80,33 @@ class ModelLoadError(ModelError):
 class VisionNotSupported(ModelError, ValueError):
     recoverable = True
     default_hint = "send text only, or load a vision-language model"
+
+
+class ModelAccessDenied(ModelError):
+    default_hint = "accept the model's licence on its hub page, then set HF_TOKEN to a token with access"
+
+
+class InsufficientDiskSpace(ModelError):
+    recoverable = True
+    default_hint = "free some disk space or set HF_HOME to a larger disk"
+
+    def __init__(self, message: str, *, needed_bytes: int, free_bytes: int, **kw):
+        self.needed_bytes, self.free_bytes = needed_bytes, free_bytes
+        super().__init__(message, **kw)
+
+
+class UnsafeFileName(ModelError):
+    default_hint = "the repository lists a file name that could escape the cache; nothing was written"
+
+
+class IntegrityError(ModelError):
+    recoverable = True
+    default_hint = "the bad file was deleted; pull again"
+
+
+class PullFailed(ModelError):
+    recoverable = True
+    default_hint = "pull again: it resumes from the bytes already on disk"
 
 
 # --- images ----------------------------------------------------------------------------------------
@@ -150,6 +182,7 @@ class Cancelled(OptascanError):
 
 __all__ = [
     "OptascanError", "InvalidRequest", "ModelError", "ModelNotFound", "ModelLoadError",
-    "VisionNotSupported", "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge", "ImageFetchError",
+    "VisionNotSupported", "ModelAccessDenied", "InsufficientDiskSpace", "UnsafeFileName", "IntegrityError",
+    "PullFailed", "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge", "ImageFetchError",
     "EngineError", "QueueFull", "EngineClosed", "OutOfMemory", "GenerationFailed", "Cancelled",
 ]
