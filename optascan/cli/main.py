@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import OptascanError
-from . import models, scan
+from . import models, pull, rm, scan, verify
 
-COMMANDS = {"scan": scan, "models": models}
+COMMANDS = {"scan": scan, "models": models, "pull": pull, "rm": rm, "verify": verify}
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 

@@ -35,6 +35,8 @@ def resolve_model(name: str | os.PathLike) -> Path:
             return Path(snapshot_download(repo_id, local_files_only=True))
         except (LocalEntryNotFoundError, HFValidationError, FileNotFoundError, OSError):
             pass
-    known = ", ".join(e.name for e in CATALOG if e.repo_id)
-    raise ModelNotFound(f"model {text!r} is not a local directory and is not in the local cache",
-                        hint=f"pass a model directory, or download one of: {known}")
+    if entry is not None or repo_id.count("/") == 1:
+        hint = f"download it first: optascan pull {text}"
+    else:
+        hint = "pass a model directory, or pull one of: " + ", ".join(e.name for e in CATALOG if e.repo_id)
+    raise ModelNotFound(f"model {text!r} is not a local directory and is not in the local cache", hint=hint)

@@ -18,4 +18,4 @@ def test_a_directory_without_config_is_not_a_model(tmp_path):
 def test_unknown_or_uncached_names_raise_model_not_found_with_a_hint(name):
     with pytest.raises(ModelNotFound) as info:
         resolve_model(name)
-    assert not info.value.recoverable and "download" in info.value.hint
+    assert not info.value.recoverable and ("optascan pull" in info.value.hint or "pull one of" in info.value.hint)
