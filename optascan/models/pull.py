@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from .catalog import lookup
 from .integrity import blob_matches
 from .plan import Phase, Progress, PullEvent, check_disk, validate_filename, validate_repo_id, validate_revision
 
-CHUNK = 1024 * 1024
+CHUNK = 64 * 1024  # written as it arrives: a drop or a kill loses at most this much
 
 
 @dataclass(frozen=True)
@@ -180,21 +181,26 @@ def _fetch_blob(repo_id: str, commit: str, f: RemoteFile, blobs: Path, progress:
 
 
 def _stream(repo_id: str, commit: str, f: RemoteFile, partial: Path, progress: Progress, cancel: CancelToken) -> int:
-    import httpx
     from huggingface_hub import constants
-    from huggingface_hub.utils import build_hf_headers
+    from huggingface_hub.utils import build_hf_headers, get_session
+
+    session = get_session()  # the hub client's own HTTP client (httpx or its fork, by version)
+    http_error = sys.modules[type(session).__module__.split(".")[0]].HTTPError
 
     start = partial.stat().st_size if partial.is_file() else 0
     if start > f.size:
         partial.unlink()
         start = 0
+    if start == f.size:  # complete already (cancelled or killed between the last byte and the rename)
+        progress.update(f.name, start)
+        return 0
     headers = build_hf_headers()
     if start:
         headers["Range"] = f"bytes={start}-"
     url = f"{constants.ENDPOINT}/{repo_id}/resolve/{commit}/{quote(f.name)}"
     fetched = 0
     try:
-        with httpx.stream("GET", url, headers=headers, follow_redirects=True, timeout=30.0) as response:
+        with session.stream("GET", url, headers=headers, follow_redirects=True, timeout=30.0) as response:
             if response.status_code in (401, 403):
                 raise ModelAccessDenied(f"the hub refused {f.name} (HTTP {response.status_code})")
             if response.status_code not in (200, 206):
@@ -211,7 +217,7 @@ def _stream(repo_id: str, commit: str, f: RemoteFile, partial: Path, progress: P
                     progress.update(f.name, written)
     except OptascanError:
         raise
-    except (httpx.HTTPError, OSError) as err:
+    except (http_error, OSError) as err:
         raise PullFailed(f"the download of {f.name} broke off after {fetched:,} bytes: {err}") from err
     return fetched
 
