@@ -223,3 +223,63 @@ def test_verify_and_rm_commands(hub):
     assert cli("rm", REPO).returncode == 0
     assert not (hub.cache / ("models--" + REPO.replace("/", "--"))).exists()
     assert cli("rm", REPO).returncode == 1
+
+
+def test_pull_events_iterator_and_closing_it_cancels(hub):
+    from optascan.models.pull import pull_events
+
+    events = list(pull_events(REPO))
+    assert events[0].phase is Phase.CHECKING and events[-1].phase is Phase.DONE
+    size = (hub.source / WEIGHTS).stat().st_size
+    hub.faults[WEIGHTS].trickle_bps = size // 2
+    import shutil
+
+    shutil.rmtree(hub.cache)
+    stream = pull_events(REPO)
+    for event in stream:
+        if event.file == WEIGHTS and event.file_bytes > 0:
+            break
+    stream.close()  # cancels: the partial file stays for a resume
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(b.name.endswith(".incomplete") for b in blobs(hub.cache)):
+        time.sleep(0.05)
+    assert any(b.name.endswith(".incomplete") for b in blobs(hub.cache))
+
+
+def test_the_token_is_sent_but_never_printed(hub, monkeypatch):
+    from huggingface_hub import constants
+
+    secret = "hf_" + "s3cr3t" * 6
+    monkeypatch.setenv("HF_TOKEN", secret)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(hub.cache / "no-token-file"), raising=False)
+    hub.faults.info_status = 401
+    hub.faults.info_error_code = "GatedRepo"
+    with pytest.raises(ModelAccessDenied) as info:
+        pull(REPO)
+    assert secret not in str(info.value) and secret not in repr(info.value.__cause__)
+    sent = [value for _, _, headers in hub.requests for key, value in headers.items() if key.lower() == "authorization"]
+    assert f"Bearer {secret}" in sent
+
+
+def test_pull_command_shows_forward_only_progress_and_ctrl_c_leaves_a_resumable_pull(hub):
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_CACHE": str(hub.cache),
+           "PYTHONUNBUFFERED": "1"}
+    size = (hub.source / WEIGHTS).stat().st_size
+    hub.faults[WEIGHTS].trickle_bps = size // 3
+    proc = subprocess.Popen([sys.executable, "-m", "optascan", "pull", REPO], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            b.name.endswith(".incomplete") and b.stat().st_size > 0 for b in blobs(hub.cache)):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "resume" in err and "Traceback" not in err
+    hub.faults[WEIGHTS].trickle_bps = None
+    done = subprocess.run([sys.executable, "-m", "optascan", "pull", REPO], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = [line.split() for line in done.stderr.splitlines() if line.strip()]
+    overall = [float(parts[1].replace(",", "")) for parts in lines]  # "phase  1.2 MB/1.3 MB  ..."
+    assert overall == sorted(overall) and lines[-1][0] == "done"
+    assert REPO in done.stdout
