@@ -21,6 +21,7 @@ Faults are flipped per file path (the name inside the repo) through ``server.fau
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -68,15 +69,15 @@ class _Blob:
     data: bytes
     lfs: bool
 
-    @property
-    def sha256(self) -> str:
+    @functools.cached_property
+    def sha256(self) -> str:  # cached: a benchmark's 1 GB file must not be re-hashed on every request
         return hashlib.sha256(self.data).hexdigest()
 
     @property
     def pointer(self) -> bytes:  # the git-lfs pointer file the repo's git tree holds for an LFS file
         return f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256}\nsize {len(self.data)}\n".encode()
 
-    @property
+    @functools.cached_property
     def blob_id(self) -> str:  # git blob sha1 of what git stores (the pointer, for LFS files)
         stored = self.pointer if self.lfs else self.data
         return hashlib.sha1(b"blob %d\0" % len(stored) + stored).hexdigest()
