@@ -29,12 +29,6 @@ def git_blob_sha1_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def blob_matches(path: Path, size: int, sha256: str | None) -> bool:
-    if not path.is_file() or path.stat().st_size != size:
-        return False
-    return sha256 is None or sha256_of(path) == sha256
-
-
 @dataclass(frozen=True)
 class VerifyReport:
     path: Path

@@ -13,6 +13,7 @@ The layout is huggingface_hub's, so every other HF tool sees the same files. Kil
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -24,7 +25,7 @@ from urllib.parse import quote
 from ..engine.cancel import CancelToken
 from ..errors import IntegrityError, ModelAccessDenied, ModelNotFound, OptascanError, PullFailed
 from .catalog import lookup
-from .integrity import blob_matches
+from .integrity import sha256_of
 from .plan import Phase, Progress, PullEvent, check_disk, validate_filename, validate_repo_id, validate_revision
 
 CHUNK = 64 * 1024  # written as it arrives: a drop or a kill loses at most this much
@@ -168,11 +169,12 @@ def _fetch_blob(repo_id: str, commit: str, f: RemoteFile, blobs: Path, progress:
             progress.update(f.name, f.size)
             return 0
         partial = blobs / f"{f.etag}.incomplete"
-        fetched = _stream(repo_id, commit, f, partial, progress, cancel)
+        fetched, digest = _stream(repo_id, commit, f, partial, progress, cancel)
         if cancel.cancelled:
             return fetched  # the partial file stays: the next pull resumes from it
         progress.phase(Phase.VERIFYING, f.name)
-        if not blob_matches(partial, f.size, f.sha256):
+        size_ok = partial.stat().st_size == f.size
+        if not size_ok or (f.sha256 is not None and (digest or sha256_of(partial)) != f.sha256):
             partial.unlink(missing_ok=True)
             raise IntegrityError(f"{f.name} does not match the hub's {'sha256' if f.sha256 else 'size'}; "
                                  "the bad file was deleted")
@@ -180,7 +182,13 @@ def _fetch_blob(repo_id: str, commit: str, f: RemoteFile, blobs: Path, progress:
         return fetched
 
 
-def _stream(repo_id: str, commit: str, f: RemoteFile, partial: Path, progress: Progress, cancel: CancelToken) -> int:
+def _stream(repo_id: str, commit: str, f: RemoteFile, partial: Path, progress: Progress,
+            cancel: CancelToken) -> tuple[int, str | None]:
+    """Append the missing bytes to ``partial``; returns (bytes fetched, sha256 of the whole file if hashed).
+
+    The sha256 is computed as the bytes arrive (after hashing any resumed prefix), so verification needs no
+    second pass over a multi-GB file.
+    """
     from huggingface_hub import constants
     from huggingface_hub.utils import build_hf_headers, get_session
 
@@ -193,7 +201,7 @@ def _stream(repo_id: str, commit: str, f: RemoteFile, partial: Path, progress: P
         start = 0
     if start == f.size:  # complete already (cancelled or killed between the last byte and the rename)
         progress.update(f.name, start)
-        return 0
+        return 0, None
     headers = build_hf_headers()
     if start:
         headers["Range"] = f"bytes={start}-"
@@ -207,11 +215,14 @@ def _stream(repo_id: str, commit: str, f: RemoteFile, partial: Path, progress: P
                 raise PullFailed(f"downloading {f.name} answered HTTP {response.status_code}")
             mode = "ab" if response.status_code == 206 and start else "wb"  # a server may ignore Range
             written = start if mode == "ab" else 0
+            hasher = _prefix_hash(partial, written) if f.sha256 else None
             with open(partial, mode) as out:
                 for chunk in response.iter_bytes(CHUNK):
                     if cancel.cancelled:
                         break
                     out.write(chunk)
+                    if hasher is not None:
+                        hasher.update(chunk)
                     fetched += len(chunk)
                     written += len(chunk)
                     progress.update(f.name, written)
@@ -219,7 +230,17 @@ def _stream(repo_id: str, commit: str, f: RemoteFile, partial: Path, progress: P
         raise
     except (http_error, OSError) as err:
         raise PullFailed(f"the download of {f.name} broke off after {fetched:,} bytes: {err}") from err
-    return fetched
+    return fetched, hasher.hexdigest() if hasher is not None else None
+
+
+def _prefix_hash(partial: Path, length: int):
+    hasher = hashlib.sha256()
+    if length:
+        with open(partial, "rb") as f:
+            while length and (chunk := f.read(min(length, 8 * 1024 * 1024))):
+                hasher.update(chunk)
+                length -= len(chunk)
+    return hasher
 
 
 def _link(snapshot: Path, f: RemoteFile, blobs: Path) -> None:
