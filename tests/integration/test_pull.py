@@ -283,3 +283,17 @@ def test_pull_command_shows_forward_only_progress_and_ctrl_c_leaves_a_resumable_
     overall = [float(parts[1].replace(",", "")) for parts in lines]  # "phase  1.2 MB/1.3 MB  ..."
     assert overall == sorted(overall) and lines[-1][0] == "done"
     assert REPO in done.stdout
+
+
+def test_rm_all_asks_first_unless_yes(hub):
+    pull(REPO)
+    env = {**os.environ, "HF_HUB_CACHE": str(hub.cache)}
+    run = [sys.executable, "-m", "optascan", "rm", "--all"]
+    refused = subprocess.run(run, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120)
+    assert refused.returncode == 1 and "nothing deleted" in refused.stdout
+    assert (hub.cache / ("models--" + REPO.replace("/", "--"))).exists()
+    done = subprocess.run([*run, "--yes"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0 and f"deleted {REPO}" in done.stdout
+    assert not (hub.cache / ("models--" + REPO.replace("/", "--"))).exists()
+    with pytest.raises(ModelNotFound, match="ships inside the package"):
+        pull("demo")
