@@ -32,11 +32,12 @@ import platform
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
+
+from provenance import git_commit
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROMPT = "Describe the picture in one sentence, please."
@@ -107,18 +108,6 @@ def device_name(device: str) -> str:
     return f"{model} ({os.cpu_count()} CPUs, torch threads {torch.get_num_threads()})"
 
 
-def git_commit() -> dict:
-    def git(*cmd: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
-
-
 def summarize(runs: list[dict], max_tokens: int) -> dict:
     med = {key: statistics.median(r[key] for r in runs) for key in runs[0] if runs[0][key] is not None}
     med["decode_tok_s_from_medians"] = (max_tokens - 1) / (med["total_s"] - med["ttft_s"])
@@ -134,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     import optascan
     from optascan import Request
     from optascan.engine.conversation import to_conversation
-    from optascan.images.intake import load_image
+    from optascan.images.prepare import prepare_image
     from optascan.testing.tiny import build_tiny_checkpoint
 
     transformers.logging.set_verbosity_error()
@@ -165,6 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
     model, processor, tokenizer = backend.model, backend.processor, backend.tokenizer
     image = make_image(args.image_size) if backend.supports_images else None
     images = [image] if image is not None else []
+    # The engine sizes images to its tier and the processor's limits before the processor; the baseline gets
+    # that same prepared image (made once, outside its timings), so both feed the model identical tensors.
+    baseline_images = [prepare_image(i, limits=backend.image_limits).image for i in images]
     messages = [{"role": "user", "content": [{"type": "image"}] * len(images) + [{"type": "text", "text": PROMPT}]}]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(backend.eos_token_ids), 0)
 
@@ -172,7 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
         """What a transformers user writes: chat template, processor, tensors to the model's device/dtype."""
         if processor is not None:
             text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            enc = processor(text=[text], images=images or None, return_tensors="pt", add_special_tokens=False)
+            enc = processor(text=[text], images=baseline_images or None, return_tensors="pt",
+                            add_special_tokens=False)
         else:
             text = tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
                                                  tokenize=False)
@@ -182,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # The baseline's inputs must be exactly what the engine feeds the model.
     request = Request(prompt=PROMPT, images=images, max_tokens=1)
-    prepared = backend.prepare(to_conversation(request), [load_image(i) for i in images])
+    prepared = backend.prepare(to_conversation(request), baseline_images)
     mine = plain_inputs()
     assert set(mine) == set(prepared.inputs), (sorted(mine), sorted(prepared.inputs))
     for key, value in mine.items():

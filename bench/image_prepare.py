@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import PIL
 from PIL import Image, ImageDraw, ImageOps
+from provenance import git_commit
 
 import optascan
 from optascan.images.prepare import TIERS, prepare_image, target_size
@@ -91,7 +91,7 @@ def main() -> None:
     report = {
         "benchmark": "image_prepare",
         "date": now.isoformat(timespec="seconds"),
-        "commit": _commit(),
+        **git_commit(),
         "device": f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)",
         "versions": {"python": platform.python_version(), "pillow": PIL.__version__, "numpy": np.__version__,
                      "optascan": optascan.__version__},
@@ -110,13 +110,6 @@ def main() -> None:
           f"{median['ours'] * 1000:.1f} ms (with hash {median['ours_with_hash'] * 1000:.1f} ms), "
           f"plain {median['plain'] * 1000:.1f} ms, speedup "
           f"{report['speedup']:.1f}×, mean |Δpixel| {mean_abs_diff:.2f}; wrote {out}")
-
-
-def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import huggingface_hub
 from huggingface_hub import constants, snapshot_download
+from provenance import git_commit
 
 import optascan
 from optascan.models.pull import pull
@@ -68,7 +68,7 @@ def main() -> None:
     throughput = {k: total / v / 1e6 for k, v in median.items()}
     now = datetime.datetime.now(datetime.UTC)
     report = {
-        "benchmark": "pull_throughput", "date": now.isoformat(timespec="seconds"), "commit": _commit(),
+        "benchmark": "pull_throughput", "date": now.isoformat(timespec="seconds"), **git_commit(),
         "device": f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs), server on 127.0.0.1",
         "versions": {"python": platform.python_version(), "huggingface_hub": huggingface_hub.__version__,
                      "optascan": optascan.__version__},
@@ -81,13 +81,6 @@ def main() -> None:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"{total / 1e6:.0f} MB: optascan {throughput['optascan']:.0f} MB/s, snapshot_download "
           f"{throughput['snapshot_download']:.0f} MB/s, ratio {report['ratio']:.2f}; wrote {out}")
-
-
-def _commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 if __name__ == "__main__":

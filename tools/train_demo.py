@@ -26,23 +26,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from optascan.demo.scenes import COLOURS, NUMBERS, POSITIONS, SHAPES, sample  # noqa: E402
+from optascan.testing.tiny import _chat_template  # noqa: E402
 
 IMAGE_SIZE, PATCH = 128, 16  # 8×8 = 64 image tokens
 TRAIN_SEED_BASE = 10_000_000
 SPECIALS = ["<s>", "<pad>", "<|im_start|>", "<|im_end|>", "<image>"]
-TEMPLATE = (
-    "{{- bos_token -}}"
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['content'] is string -%}{{- message['content'] -}}"
-    "{%- else -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'text' -%}{{- part['text'] -}}"
-    "{%- elif part['type'] == 'image' -%}{{- '<image>' -}}"
-    "{%- endif -%}{%- endfor -%}{%- endif -%}"
-    "{{- '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
-)
+TEMPLATE = _chat_template("llava")  # the same ChatML-style template as the tiny test checkpoints
 
 
 def corpus() -> list[str]:
