@@ -70,7 +70,8 @@ def pull(name: str, *, revision: str | None = None, cancel: CancelToken | None =
         raise PullFailed(f"offline mode is on (OPTASCAN_OFFLINE / HF_HUB_OFFLINE): cannot pull {name!r}",
                          hint="unset OPTASCAN_OFFLINE and HF_HUB_OFFLINE to download", recoverable=False)
     repo_id = repo_for(name)
-    revision = validate_revision(revision or "main")
+    entry = lookup(name)
+    revision = validate_revision(revision or (entry.revision if entry else None) or "main")  # catalog pins win
     cancel = cancel or CancelToken()
     emit = on_event or (lambda event: None)
     cache = Path(cache_dir or constants.HF_HUB_CACHE)
