@@ -22,6 +22,7 @@ from .errors import (
     ModelError,
     ModelLoadError,
     ModelNotFound,
+    ModelTooLarge,
     OptascanError,
     OutOfMemory,
     QueueFull,
@@ -35,7 +36,8 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__", "load", "Engine", "EngineInfo", "Request", "Event", "Result", "State", "FinishReason",
     "Usage", "Timings", "CancelToken", "IntakeSettings",
-    "OptascanError", "InvalidRequest", "ModelError", "ModelNotFound", "ModelLoadError", "VisionNotSupported",
+    "OptascanError", "InvalidRequest", "ModelError", "ModelNotFound", "ModelTooLarge", "ModelLoadError",
+    "VisionNotSupported",
     "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge", "ImageFetchError", "EngineError", "QueueFull",
     "EngineClosed", "OutOfMemory", "GenerationFailed", "Cancelled",
 ]

@@ -10,6 +10,7 @@ when something must be fixed first (a path, a model, the installation).
     │   ├── ModelNotFound                 no such catalog name, directory or cached hub repo
     │   ├── ModelLoadError                the files are there but could not be loaded
     │   ├── VisionNotSupported            an image was sent to a text-only model
+    │   ├── ModelTooLarge                 the model's weights would not fit the memory budget
     │   ├── ModelAccessDenied             a gated or private repo (401/403): accept the licence, set HF_TOKEN
     │   ├── InsufficientDiskSpace         a pull would not fit on disk (with a 20 % margin)
     │   ├── UnsafeFileName                the hub listed a file name with "..", an absolute path or "\\"
@@ -80,6 +81,16 @@ class ModelLoadError(ModelError):
 class VisionNotSupported(ModelError, ValueError):
     recoverable = True
     default_hint = "send text only, or load a vision-language model"
+
+
+class ModelTooLarge(ModelError):
+    recoverable = True
+    default_hint = ("pick a smaller model ('optascan models' lists memory needs), close other models, "
+                    "or raise memory_fraction")
+
+    def __init__(self, message: str, *, needed_bytes: int, available_bytes: int, **kw):
+        self.needed_bytes, self.available_bytes = needed_bytes, available_bytes
+        super().__init__(message, **kw)
 
 
 class ModelAccessDenied(ModelError):
@@ -181,8 +192,8 @@ class Cancelled(OptascanError):
 
 
 __all__ = [
-    "OptascanError", "InvalidRequest", "ModelError", "ModelNotFound", "ModelLoadError",
-    "VisionNotSupported", "ModelAccessDenied", "InsufficientDiskSpace", "UnsafeFileName", "IntegrityError",
-    "PullFailed", "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge", "ImageFetchError",
+    "OptascanError", "InvalidRequest", "ModelError", "ModelNotFound", "ModelLoadError", "VisionNotSupported",
+    "ModelTooLarge", "ModelAccessDenied", "InsufficientDiskSpace", "UnsafeFileName", "IntegrityError", "PullFailed",
+    "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge", "ImageFetchError",
     "EngineError", "QueueFull", "EngineClosed", "OutOfMemory", "GenerationFailed", "Cancelled",
 ]

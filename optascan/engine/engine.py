@@ -188,16 +188,25 @@ def _outcome(result: Result, raise_on_cancel: bool) -> Result:
 
 
 def load(model: str | os.PathLike, *, device: str = "auto", dtype: str | None = None,
-         max_queue: int = DEFAULT_MAX_QUEUE, image_settings: IntakeSettings | None = None) -> Engine:
+         max_queue: int = DEFAULT_MAX_QUEUE, image_settings: IntakeSettings | None = None,
+         memory_fraction: float = 0.9) -> Engine:
     """Load a model (a local directory, a catalog name, or a cached hub repo id) on its own worker.
 
     ``device``: "auto" (CUDA > MPS > CPU), "cuda", "cuda:N", "mps" or "cpu". ``dtype``: bfloat16 on
     accelerators and float32 on CPU unless set. ``image_settings``: byte and pixel caps, and whether
-    http(s) image URLs are fetched (off by default).
+    http(s) image URLs are fetched (off by default). Before anything is loaded, the weights (from the
+    safetensors headers) must fit ``memory_fraction`` of the device's free memory, else ``ModelTooLarge``.
     """
+    from ..models.estimate import estimate
     from ..models.resolve import resolve_model
+    from .backends import torch_device
     from .backends.hf import HFBackend  # torch is imported only when a model is loaded
+    from .memory import check_fits
 
     path = resolve_model(model)
-    backend = HFBackend(path, device=device, dtype=dtype)
+    resolved = torch_device.choose_device(device)
+    load_dtype = str(torch_device.choose_dtype(resolved, dtype)).replace("torch.", "")
+    needed = estimate(path, dtype=load_dtype, context_tokens=0, image_size=None).total_bytes
+    check_fits(needed, torch_device.free_bytes(resolved), memory_fraction, f"{os.fspath(model)!r}", resolved)
+    backend = HFBackend(path, device=resolved, dtype=dtype)
     return Engine(backend, name=os.fspath(model), max_queue=max_queue, image_settings=image_settings)

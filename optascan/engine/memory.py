@@ -61,3 +61,33 @@ def out_of_memory(message: str, *, device: str, free_bytes: int | None, stage: s
     detail = f" ({', '.join(numbers)})" if numbers else ""
     return OutOfMemory(f"out of memory on {device} during {stage}{detail}",
                        requested_bytes=wanted, free_bytes=free_bytes, device=device)
+
+
+def system_available_bytes() -> int | None:
+    """Memory the OS can give without swapping (Linux MemAvailable); None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_fits(needed_bytes: int, available_bytes: int | None, fraction: float, what: str, device: str) -> None:
+    """Refuse a load that would not fit ``fraction`` of what the device has free (no check if unknown)."""
+    from ..errors import ModelTooLarge
+
+    if available_bytes is None:
+        return
+    budget = int(available_bytes * fraction)
+    if needed_bytes > budget:
+        raise ModelTooLarge(
+            f"{what} needs about {human_bytes(needed_bytes)} on {device}, but the budget is {human_bytes(budget)} "
+            f"({fraction:.0%} of {human_bytes(available_bytes)} free)",
+            needed_bytes=needed_bytes, available_bytes=available_bytes)
+
+
+def human_bytes(n: int) -> str:
+    return f"{n / GiB:.2f} GiB" if n >= GiB else f"{n / MiB:.1f} MiB"

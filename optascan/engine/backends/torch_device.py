@@ -7,7 +7,7 @@ import gc
 import torch
 
 from ...errors import InvalidRequest
-from ..memory import should_trim
+from ..memory import should_trim, system_available_bytes
 
 
 def choose_device(requested: str = "auto") -> str:
@@ -46,11 +46,12 @@ def choose_dtype(device: str, requested: str | None = None) -> torch.dtype:
 
 
 def free_bytes(device: str) -> int | None:
+    """What the device can still give: CUDA free memory, MPS's recommended maximum left, or system RAM."""
     if device.startswith("cuda"):
         return torch.cuda.mem_get_info(torch.device(device))[0]
     if device == "mps":
         return max(0, torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
-    return None
+    return system_available_bytes()
 
 
 def trim_cache(device: str, limit_bytes: int) -> bool:
