@@ -29,13 +29,15 @@ from .errors import (
     VisionNotSupported,
 )
 from .images.intake import IntakeSettings
+from .models.estimate import MemoryEstimate
+from .models.estimate import estimate as estimate_memory
 from .types import Event, FinishReason, Request, Result, State, Timings, Usage
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__", "load", "Engine", "EngineInfo", "Request", "Event", "Result", "State", "FinishReason",
-    "Usage", "Timings", "CancelToken", "IntakeSettings",
+    "Usage", "Timings", "CancelToken", "IntakeSettings", "estimate_memory", "MemoryEstimate",
     "OptascanError", "InvalidRequest", "ModelError", "ModelNotFound", "ModelTooLarge", "ModelLoadError",
     "VisionNotSupported",
     "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge", "ImageFetchError", "EngineError", "QueueFull",

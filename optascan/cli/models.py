@@ -6,7 +6,9 @@ import argparse
 import json
 from typing import Any
 
+from ..errors import OptascanError
 from ..models.catalog import CATALOG
+from ..models.estimate import estimate
 from ..models.resolve import DEMO_DIR
 from ..models.store import installed_models
 
@@ -14,7 +16,9 @@ from ..models.store import installed_models
 def add_parser(commands: Any, name: str) -> None:
     p = commands.add_parser(name, help="list the catalog and the installed models",
                             description="List the model catalog and what is installed in the local Hugging Face "
-                                        "cache (shared with other HF tools), with sizes and paths.")
+                                        "cache (shared with other HF tools), with sizes and paths. MEMORY is what "
+                                        "loading in bf16 and one 4,096-token request with an image need; for "
+                                        "installed models it is read from their config and weight headers.")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 
 
@@ -33,6 +37,11 @@ def run(args: argparse.Namespace) -> int:
         rows.append({"name": local.repo_id, "repo_id": local.repo_id, "download_bytes": None, "params": None,
                      "memory_bytes": None, "licence": None, "gated": None, "installed": True,
                      "size_on_disk": local.size_on_disk, "path": str(local.path)})
+    for row in rows:  # installed: measure from the files rather than the catalog's rounded numbers
+        if row["installed"] and row["path"]:
+            measured = _estimate(row["path"])
+            if measured is not None:
+                row["params"], row["memory_bytes"] = measured.params, measured.total_bytes
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -43,6 +52,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"{row['name']:<22} {_size(row['size_on_disk'] or row['download_bytes']):>8} "
               f"{_count(row['params']):>7} {_size(row['memory_bytes']):>8}  {state:<10} {where}")
     return 0
+
+
+def _estimate(path: str):
+    """bf16 weights + a 4,096-token context with one 1024×768 image; None if the files cannot tell."""
+    try:
+        return estimate(path, dtype="bfloat16")
+    except (OptascanError, OSError, KeyError, ValueError):
+        return None
 
 
 def _size(n: int | None) -> str:

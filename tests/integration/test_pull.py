@@ -213,6 +213,10 @@ def test_verify_and_rm_commands(hub):
                               timeout=120)
 
     assert cli("verify", REPO).returncode == 0
+    import json
+
+    row = next(r for r in json.loads(cli("models", "--json").stdout) if r["name"] == REPO)
+    assert row["installed"] and row["memory_bytes"] == optascan.estimate_memory(result.path).total_bytes
     blob = (result.path / WEIGHTS).resolve()
     data = bytearray(blob.read_bytes())
     data[100] ^= 0xFF
