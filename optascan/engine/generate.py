@@ -4,13 +4,14 @@
       → backend.generate (vision encoding, prefill, decode; cancel checked before each)
         → per token: detokenize → stop strings → progress event
       → final event (done / cancelled / failed) with usage and timings → trim memory
+    Out of memory before the first token: trim the cache and go round once more with one image tier smaller.
 """
 
 from __future__ import annotations
 
-from ..errors import GenerationFailed, OptascanError
+from ..errors import GenerationFailed, OptascanError, OutOfMemory
 from ..images.prepare import PreparedImage, prepare_image
-from ..types import Event, FinishReason, Result, State, Usage
+from ..types import IMAGE_TIERS, Event, FinishReason, Result, State, Usage
 from .backends.base import Backend, Prepared
 from .cancel import CancelledRun, check
 from .detokenize import IncrementalDetokenizer
@@ -25,30 +26,55 @@ def run_job(job: Job, backend: Backend, model_name: str) -> None:
     """Run one job to its final event. Never raises: every outcome becomes the final event."""
     job.clock.start()
     run = _Run(job, backend, model_name)
+    tier = job.request.image_tier
     try:
-        check(job.cancel)  # before image preprocessing
-        run.enter(State.PREPROCESSING)
-        images = [prepare_image(source, tier=job.request.image_tier, settings=job.image_settings,
-                                limits=backend.image_limits) for source in job.conversation.images]
-        run.images = images
-        run.prepared(backend.prepare(job.conversation, [image.image for image in images]))
-        check(job.cancel)  # before vision encoding and prefill (the backend checks again inside)
-        run.enter(State.PREFILL)
-        backend.generate(run.inputs, job.sampling, job.cancel, run.on_token)
+        while True:
+            try:
+                _attempt(run, job, backend, tier)
+                break
+            except Exception as err:  # noqa: BLE001 - translated below; cancels and our own errors pass
+                error = _as_optascan_error(err, backend)
+                smaller = _smaller_tier(tier)
+                if not (isinstance(error, OutOfMemory) and run.tokens == 0 and run.images and smaller
+                        and "oom_retry" not in run.metadata):
+                    if error is err:
+                        raise
+                    raise error from err
+                # Out of memory before the first token: free the cache and retry once with smaller images.
+                backend.after_request()
+                run.metadata["oom_retry"] = {"from_tier": tier, "to_tier": smaller, "error": str(error)}
+                tier = smaller
         run.finish(FinishReason.CANCELLED if job.cancel.cancelled and run.reason is None
                    else run.reason or FinishReason.LENGTH)
     except CancelledRun:
         run.finish(FinishReason.CANCELLED)
     except OptascanError as err:
         run.finish(FinishReason.ERROR, err)
-    except Exception as err:  # noqa: BLE001 - every failure must reach the caller as an event
-        mapped = backend.map_error(err, "generation")
-        if mapped is None:
-            mapped = GenerationFailed(f"generation failed: {type(err).__name__}: {err}")
-        mapped.__cause__ = err
-        run.finish(FinishReason.ERROR, mapped)
     finally:
         backend.after_request()
+
+
+def _attempt(run: _Run, job: Job, backend: Backend, tier: str) -> None:
+    check(job.cancel)  # before image preprocessing
+    run.enter(State.PREPROCESSING)
+    run.images = [prepare_image(source, tier=tier, settings=job.image_settings, limits=backend.image_limits)
+                  for source in job.conversation.images]
+    run.prepared(backend.prepare(job.conversation, [image.image for image in run.images]))
+    check(job.cancel)  # before vision encoding and prefill (the backend checks again inside)
+    run.enter(State.PREFILL)
+    backend.generate(run.inputs, job.sampling, job.cancel, run.on_token)
+
+
+def _as_optascan_error(err: Exception, backend: Backend) -> BaseException:
+    if isinstance(err, (OptascanError, CancelledRun)):
+        return err
+    mapped = backend.map_error(err, "generation")
+    return mapped if mapped is not None else GenerationFailed(f"generation failed: {type(err).__name__}: {err}")
+
+
+def _smaller_tier(tier: str) -> str | None:
+    order = list(IMAGE_TIERS)
+    return order[order.index(tier) + 1] if order.index(tier) + 1 < len(order) else None
 
 
 def finish_unstarted(job: Job, model_name: str) -> None:
@@ -68,6 +94,7 @@ class _Run:
         self.reason: FinishReason | None = None
         self.inputs: Prepared | None = None
         self.images: list[PreparedImage] = []
+        self.metadata: dict = {}  # what the result reports beyond usage and timings (e.g. an OOM retry)
         self.detokenizer: IncrementalDetokenizer | None = None
         self.stops = StopMatcher(job.request.stop)
         self.eos = frozenset() if job.sampling.ignore_eos or backend is None else backend.eos_token_ids
@@ -114,7 +141,7 @@ class _Run:
                         image_tokens=prepared.image_tokens if prepared else 0, completion_tokens=self.tokens),
             timings=self.job.clock.timings(self.tokens), error=error,
             metadata={"seed": self.job.sampling.seed, "images": [image.describe() for image in self.images],
-                      **(prepared.metadata if prepared else {}),
+                      **(prepared.metadata if prepared else {}), **self.metadata,
                       **({"cancel_reason": self.job.cancel.reason} if reason is FinishReason.CANCELLED else {})},
         )
         self._emit(tail, result)

@@ -266,9 +266,9 @@ def test_out_of_memory_becomes_a_recoverable_typed_error(tiny_dir):
     import torch
 
     with optascan.load(tiny_dir("llava"), device="cpu") as engine:
-        faults = iter([True, True])
+        faults = iter([True] * 4)  # each request tries twice: once more with a smaller image tier
 
-        def out_of_memory_once(_module, _args):  # injected fault: two prefills run out of memory
+        def out_of_memory_once(_module, _args):  # injected fault: four prefills run out of memory
             if next(faults, False):
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a "
                                              "total capacity of 79.19 GiB of which 1.10 GiB is free.")
@@ -280,6 +280,7 @@ def test_out_of_memory_becomes_a_recoverable_typed_error(tiny_dir):
         error = final.result.error
         assert isinstance(error, optascan.OutOfMemory) and error.recoverable
         assert error.requested_bytes == 2 * 1024**3 and "prefill" in str(error)
+        assert final.result.metadata["oom_retry"]["to_tier"] == "battery"
         with pytest.raises(optascan.OutOfMemory):  # the blocking call raises it
             engine.generate(request_for("llava", max_tokens=4))
         again = engine.generate(request_for("llava", max_tokens=3, ignore_eos=True))  # still serving
@@ -364,3 +365,38 @@ def test_the_engine_estimates_image_tokens_as_the_processor_counts_them(tiny_eng
         result = engine.generate(prompt="x", images=[Image.new("RGB", size)], max_tokens=1)
         prepared = result.metadata["images"][0]["prepared_size"]
         assert engine.estimate_image_tokens(*prepared) == result.usage.image_tokens
+
+
+def test_out_of_memory_before_the_first_token_retries_once_with_a_smaller_image_tier(tiny_dir):
+    import torch
+
+    with optascan.load(tiny_dir("qwen2_vl"), device="cpu") as engine:
+        seen_pixels: list[int] = []
+
+        def out_of_memory_on_big_images(_module, args, kwargs):
+            pixels = (kwargs.get("hidden_states") if "hidden_states" in kwargs else args[0]).shape[0]
+            seen_pixels.append(pixels)
+            if len(seen_pixels) == 1:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB.")
+
+        handle = vision_tower(engine).register_forward_pre_hook(out_of_memory_on_big_images, with_kwargs=True)
+        try:
+            result = engine.generate(prompt="x", images=[Image.new("RGB", (2000, 1500), (9, 90, 9))], max_tokens=3,
+                                     ignore_eos=True, image_tier="quality")
+            assert result.usage.completion_tokens == 3
+            assert result.metadata["oom_retry"]["from_tier"] == "quality"
+            assert result.metadata["oom_retry"]["to_tier"] == "balanced"
+            assert result.metadata["images"][0]["tier"] == "balanced"
+            # twice out of memory: the typed error, with the numbers, and the engine still serves
+            seen_pixels.clear()
+            handle.remove()
+            handle = vision_tower(engine).register_forward_pre_hook(
+                lambda *_: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate "
+                                                                        "2.00 GiB.")))
+            with pytest.raises(optascan.OutOfMemory) as info:
+                engine.generate(prompt="x", images=[Image.new("RGB", (800, 600))], max_tokens=3)
+            assert info.value.requested_bytes == 2 * 1024**3
+        finally:
+            handle.remove()
+        assert engine.generate(prompt="x", images=[Image.new("RGB", (80, 60))], max_tokens=2,
+                               ignore_eos=True).usage.completion_tokens == 2
