@@ -208,5 +208,5 @@ def load(model: str | os.PathLike, *, device: str = "auto", dtype: str | None = 
     load_dtype = str(torch_device.choose_dtype(resolved, dtype)).replace("torch.", "")
     needed = estimate(path, dtype=load_dtype, context_tokens=0, image_size=None).total_bytes
     check_fits(needed, torch_device.free_bytes(resolved), memory_fraction, f"{os.fspath(model)!r}", resolved)
-    backend = HFBackend(path, device=resolved, dtype=dtype)
+    backend = HFBackend(path, device=resolved, dtype=dtype, memory_fraction=memory_fraction)
     return Engine(backend, name=os.fspath(model), max_queue=max_queue, image_settings=image_settings)

@@ -4,7 +4,8 @@
       → backend.generate (vision encoding, prefill, decode; cancel checked before each)
         → per token: detokenize → stop strings → progress event
       → final event (done / cancelled / failed) with usage and timings → trim memory
-    Out of memory before the first token: trim the cache and go round once more with one image tier smaller.
+    A request whose KV cache would not fit steps its images down a tier at a time; a real out-of-memory before
+    the first token trims the cache and goes round once more with one tier smaller.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ..types import IMAGE_TIERS, Event, FinishReason, Result, State, Usage
 from .backends.base import Backend, Prepared
 from .cancel import CancelledRun, check
 from .detokenize import IncrementalDetokenizer
+from .memory import human_bytes
 from .stops import StopMatcher
 from .worker import Job
 
@@ -35,14 +37,17 @@ def run_job(job: Job, backend: Backend, model_name: str) -> None:
             except Exception as err:  # noqa: BLE001 - translated below; cancels and our own errors pass
                 error = _as_optascan_error(err, backend)
                 smaller = _smaller_tier(tier)
-                if not (isinstance(error, OutOfMemory) and run.tokens == 0 and run.images and smaller
-                        and "oom_retry" not in run.metadata):
+                steps = run.metadata.setdefault("downscaled", [])
+                # A request that does not fit steps down a tier at a time; a real OOM gets one retry.
+                may_retry = isinstance(error, _DoesNotFit) or (isinstance(error, OutOfMemory) and not steps)
+                if not (may_retry and run.tokens == 0 and run.images and smaller):
+                    if not steps:
+                        del run.metadata["downscaled"]
                     if error is err:
                         raise
                     raise error from err
-                # Out of memory before the first token: free the cache and retry once with smaller images.
-                backend.after_request()
-                run.metadata["oom_retry"] = {"from_tier": tier, "to_tier": smaller, "error": str(error)}
+                backend.after_request()  # free the cache before going round again with smaller images
+                steps.append({"from_tier": tier, "to_tier": smaller, "reason": str(error)})
                 tier = smaller
         run.finish(FinishReason.CANCELLED if job.cancel.cancelled and run.reason is None
                    else run.reason or FinishReason.LENGTH)
@@ -60,9 +65,31 @@ def _attempt(run: _Run, job: Job, backend: Backend, tier: str) -> None:
     run.images = [prepare_image(source, tier=tier, settings=job.image_settings, limits=backend.image_limits)
                   for source in job.conversation.images]
     run.prepared(backend.prepare(job.conversation, [image.image for image in run.images]))
+    _check_fits(run.inputs, job.sampling.max_tokens, backend)
     check(job.cancel)  # before vision encoding and prefill (the backend checks again inside)
     run.enter(State.PREFILL)
     backend.generate(run.inputs, job.sampling, job.cancel, run.on_token)
+
+
+class _DoesNotFit(OutOfMemory):
+    """The request's KV cache would not fit the device's free memory: refused before any work."""
+
+
+def _check_fits(prepared: Prepared, max_tokens: int, backend: Backend) -> None:
+    budget = backend.request_budget_bytes()
+    per_token = backend.kv_bytes_per_token
+    if budget is None or not per_token:
+        return
+    tokens = prepared.prompt_tokens + max_tokens
+    if tokens * per_token > budget:
+        fits = budget // per_token
+        raise _DoesNotFit(
+            f"the prompt ({prepared.prompt_tokens} tokens, {prepared.image_tokens} of them image tokens) plus "
+            f"max_tokens={max_tokens} needs {human_bytes(tokens * per_token)} of KV cache; "
+            f"{human_bytes(budget)} is free for it, enough for {fits} tokens in all",
+            requested_bytes=tokens * per_token, free_bytes=budget, device=backend.device,
+            hint=f"lower max_tokens to at most {max(0, fits - prepared.prompt_tokens)}, send smaller images "
+                 "(image_tier='battery') or text only")
 
 
 def _as_optascan_error(err: Exception, backend: Backend) -> BaseException:

@@ -68,13 +68,17 @@ def estimate(model_dir: str | Path, *, dtype: str = "bfloat16", context_tokens: 
     text = config.get("text_config") or config
     width = LOAD_BYTES.get(dtype, 2)
     params, _ = count_parameters(model_dir)
-    layers = text["num_hidden_layers"]
-    heads = text["num_attention_heads"]
-    kv_heads = text.get("num_key_value_heads") or heads
-    head_dim = text.get("head_dim") or text["hidden_size"] // heads
-    kv_per_token = 2 * layers * kv_heads * head_dim * width
+    kv_per_token = kv_bytes_per_token(text, width)
     return MemoryEstimate(params=params, weights_bytes=params * width, kv_bytes_per_token=kv_per_token,
                           vision_bytes=_vision_bytes(config, image_size, width), context_tokens=context_tokens)
+
+
+def kv_bytes_per_token(text_config: dict, width: int) -> int:
+    """K and V for one token across all layers: 2 × layers × kv heads × head dim × bytes per value."""
+    heads = text_config["num_attention_heads"]
+    kv_heads = text_config.get("num_key_value_heads") or heads
+    head_dim = text_config.get("head_dim") or text_config["hidden_size"] // heads
+    return 2 * text_config["num_hidden_layers"] * kv_heads * head_dim * width
 
 
 def _vision_bytes(config: dict, image_size: tuple[int, int] | None, width: int) -> int:

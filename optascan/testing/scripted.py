@@ -21,6 +21,8 @@ class ScriptedBackend:
     name = "scripted"
     device = "cpu"
     image_limits = None
+    kv_bytes_per_token = 0
+    budget_bytes: int | None = None  # tests set it to exercise the per-request memory check
 
     def __init__(self, token_ids: Sequence[int], decode: Callable[[Sequence[int]], str], *,
                  eos_token_ids: Sequence[int] = (), supports_images: bool = True,
@@ -39,8 +41,9 @@ class ScriptedBackend:
         if images and not self.supports_images:
             raise VisionNotSupported("scripted text-only backend")
         self.prepared.append(conversation)
-        return Prepared(inputs=None, prompt_tokens=3 + 4 * len(images), image_tokens=4 * len(images),
-                        prompt_tail=())
+        # like dynamic-resolution processors: one image token per 64×64 pixels (at least 4)
+        image_tokens = sum(max(4, (image.width * image.height) // 4096) for image in images)
+        return Prepared(inputs=None, prompt_tokens=3 + image_tokens, image_tokens=image_tokens, prompt_tail=())
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return self._decode(token_ids)
@@ -59,6 +62,9 @@ class ScriptedBackend:
 
     def map_error(self, error: BaseException, stage: str) -> OptascanError | None:
         return None
+
+    def request_budget_bytes(self) -> int | None:
+        return self.budget_bytes
 
     def after_request(self) -> None:
         self.trims += 1

@@ -280,7 +280,7 @@ def test_out_of_memory_becomes_a_recoverable_typed_error(tiny_dir):
         error = final.result.error
         assert isinstance(error, optascan.OutOfMemory) and error.recoverable
         assert error.requested_bytes == 2 * 1024**3 and "prefill" in str(error)
-        assert final.result.metadata["oom_retry"]["to_tier"] == "battery"
+        assert final.result.metadata["downscaled"][0]["to_tier"] == "battery"
         with pytest.raises(optascan.OutOfMemory):  # the blocking call raises it
             engine.generate(request_for("llava", max_tokens=4))
         again = engine.generate(request_for("llava", max_tokens=3, ignore_eos=True))  # still serving
@@ -384,8 +384,8 @@ def test_out_of_memory_before_the_first_token_retries_once_with_a_smaller_image_
             result = engine.generate(prompt="x", images=[Image.new("RGB", (2000, 1500), (9, 90, 9))], max_tokens=3,
                                      ignore_eos=True, image_tier="quality")
             assert result.usage.completion_tokens == 3
-            assert result.metadata["oom_retry"]["from_tier"] == "quality"
-            assert result.metadata["oom_retry"]["to_tier"] == "balanced"
+            assert result.metadata["downscaled"] == [
+                {"from_tier": "quality", "to_tier": "balanced", "reason": result.metadata["downscaled"][0]["reason"]}]
             assert result.metadata["images"][0]["tier"] == "balanced"
             # twice out of memory: the typed error, with the numbers, and the engine still serves
             seen_pixels.clear()

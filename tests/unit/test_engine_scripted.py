@@ -182,3 +182,23 @@ def test_requests_fail_alone_and_the_engine_keeps_serving():
         assert "boom" in str(info.value) and isinstance(info.value.__cause__, RuntimeError)
         events = list(engine.stream(prompt="again", max_tokens=10))
         assert events[-1].state is State.FAILED and events[-1].result.text == "He"
+
+
+def test_a_request_that_would_not_fit_steps_its_images_down_then_fails_with_what_would_fit():
+    from PIL import Image
+
+    from optascan import OutOfMemory
+
+    engine, backend = make_engine("ok")
+    backend.kv_bytes_per_token = 1000
+    photo = Image.new("RGB", (3000, 2000))  # quality tier: 2048×1365 → 682 image tokens; battery: ~98
+    with engine:
+        backend.budget_bytes = 1000 * (3 + 300 + 10)  # room for 313 tokens: balanced (256) fits, quality does not
+        result = engine.generate(prompt="x", images=[photo], max_tokens=10, image_tier="quality")
+        assert [s["to_tier"] for s in result.metadata["downscaled"]] == ["balanced"]
+        assert result.usage.image_tokens <= 300 and result.text == "ok"
+        backend.budget_bytes = 1000 * 50  # nothing with this image fits, even at the battery tier
+        with pytest.raises(OutOfMemory) as info:
+            engine.generate(prompt="x", images=[photo], max_tokens=10, image_tier="quality")
+        assert "enough for 50 tokens" in str(info.value) and info.value.recoverable
+        assert engine.generate(prompt="x", max_tokens=5).text == "ok"  # text only still fits; still serving

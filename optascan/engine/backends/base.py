@@ -44,6 +44,10 @@ class Backend(Protocol):
     supports_images: bool
     eos_token_ids: frozenset[int]
     image_limits: ProcessorLimits | None  # the processor's own size limits, to size images within them
+    kv_bytes_per_token: int  # KV cache one token costs, for the per-request memory check
+
+    def request_budget_bytes(self) -> int | None:
+        """Device memory a request may use now (free × the engine's fraction); None: no check."""
 
     def prepare(self, conversation: Conversation, images: Sequence[Any]) -> Prepared:
         """Chat template + processor. Raises InvalidRequest for what the model cannot take."""

@@ -34,6 +34,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_
 
 from ...errors import InvalidRequest, ModelLoadError, OptascanError, VisionNotSupported
 from ...images.tokens import ProcessorLimits, processor_limits
+from ...models.estimate import kv_bytes_per_token
 from ..cancel import CancelledRun, CancelToken
 from ..conversation import Conversation
 from ..memory import cache_limit_bytes, looks_like_oom, out_of_memory
@@ -49,7 +50,8 @@ _LANGUAGE_MODELS = ("language_model", "text_model")
 class HFBackend:
     name = "hf"
 
-    def __init__(self, path: str | Path, *, device: str = "auto", dtype: str | None = None) -> None:
+    def __init__(self, path: str | Path, *, device: str = "auto", dtype: str | None = None,
+                 memory_fraction: float = 0.9) -> None:
         self.device = torch_device.choose_device(device)
         self.dtype = torch_device.choose_dtype(self.device, dtype)
         try:
@@ -71,6 +73,9 @@ class HFBackend:
         self.eos_token_ids = frozenset(_eos_ids(self.model, self.tokenizer))
         self.image_token_id = _image_token_id(self.model.config)
         self.weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        text_config = getattr(self.model.config, "text_config", None) or self.model.config
+        self.kv_bytes_per_token = kv_bytes_per_token(text_config.to_dict(), torch.finfo(self.dtype).bits // 8)
+        self.memory_fraction = memory_fraction
         self.cache_limit = cache_limit_bytes(self.weight_bytes)
         self._cancel: CancelToken | None = None
         self._stage = "preprocessing"  # where an error happened, for OOM messages
@@ -179,6 +184,10 @@ class HFBackend:
         where = self._stage if stage == "generation" else stage
         return out_of_memory(str(error), device=self.device, free_bytes=torch_device.free_bytes(self.device),
                              stage=where)
+
+    def request_budget_bytes(self) -> int | None:
+        free = torch_device.free_bytes(self.device)
+        return None if free is None else int(free * self.memory_fraction)
 
     def after_request(self) -> None:
         torch_device.trim_cache(self.device, self.cache_limit)
