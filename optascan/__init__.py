@@ -26,6 +26,7 @@ from .errors import (
     OptascanError,
     OutOfMemory,
     QueueFull,
+    ThermalThrottled,
     VisionNotSupported,
 )
 from .images.intake import IntakeSettings
@@ -41,5 +42,5 @@ __all__ = [
     "OptascanError", "InvalidRequest", "ModelError", "ModelNotFound", "ModelTooLarge", "ModelLoadError",
     "VisionNotSupported",
     "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge", "ImageFetchError", "EngineError", "QueueFull",
-    "EngineClosed", "OutOfMemory", "GenerationFailed", "Cancelled",
+    "EngineClosed", "OutOfMemory", "ThermalThrottled", "GenerationFailed", "Cancelled",
 ]

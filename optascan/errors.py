@@ -25,6 +25,7 @@ when something must be fixed first (a path, a model, the installation).
     │   ├── QueueFull                     the bounded request queue is full; retry later
     │   ├── EngineClosed                  the model was unloaded / closed
     │   ├── OutOfMemory                   the device ran out of memory; the engine keeps serving
+    │   ├── ThermalThrottled              the GPU is at its slowdown temperature (policy "refuse")
     │   └── GenerationFailed              anything else that went wrong inside generation
     └── Cancelled                         the request was cancelled (raised only when asked for)
 
@@ -175,6 +176,15 @@ class OutOfMemory(EngineError):
                 "free_bytes": self.free_bytes, "device": self.device}
 
 
+class ThermalThrottled(EngineError):
+    recoverable = True
+    default_hint = "let the device cool and retry, or use mode='saver'"
+
+    def __init__(self, message: str, *, temperature_c: float, **kw):
+        self.temperature_c = temperature_c
+        super().__init__(message, **kw)
+
+
 class GenerationFailed(EngineError):
     recoverable = True
     default_hint = "retry; if it keeps failing, report it with the model name and the request"
@@ -195,5 +205,5 @@ __all__ = [
     "OptascanError", "InvalidRequest", "ModelError", "ModelNotFound", "ModelLoadError", "VisionNotSupported",
     "ModelTooLarge", "ModelAccessDenied", "InsufficientDiskSpace", "UnsafeFileName", "IntegrityError", "PullFailed",
     "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge", "ImageFetchError",
-    "EngineError", "QueueFull", "EngineClosed", "OutOfMemory", "GenerationFailed", "Cancelled",
+    "EngineError", "QueueFull", "EngineClosed", "OutOfMemory", "ThermalThrottled", "GenerationFailed", "Cancelled",
 ]

@@ -49,7 +49,8 @@ class Request:
     with optional ``images`` (paths, bytes, PIL images, base64 strings or ``data:`` URLs).
     ``temperature=0`` means greedy decoding. ``top_k=0`` and ``top_p=1`` switch those filters off.
     ``ignore_eos`` keeps generating past the end-of-sequence token (for benchmarks and tests).
-    ``image_tier`` caps image size: "quality" (2048 px), "balanced" (≈1 MP) or "battery" (≈0.4 MP).
+    ``image_tier`` caps image size: "quality" (2048 px), "balanced" (≈1 MP) or "battery" (≈0.4 MP); None
+    lets the engine's performance mode decide.
     """
 
     messages: Sequence[dict] | None = None
@@ -63,7 +64,7 @@ class Request:
     stop: Sequence[str] = ()
     repetition_penalty: float = 1.0
     ignore_eos: bool = False
-    image_tier: str = "balanced"
+    image_tier: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -92,7 +93,7 @@ class Request:
         _check_float("repetition_penalty", self.repetition_penalty, 0.0, 10.0, low_open=True)
         if self.seed is not None:
             _check_int("seed", self.seed, 0, 2**63 - 1)
-        if self.image_tier not in IMAGE_TIERS:
+        if self.image_tier is not None and self.image_tier not in IMAGE_TIERS:
             raise InvalidRequest(f"'image_tier' must be one of {', '.join(IMAGE_TIERS)}, got {self.image_tier!r}",
                                  field="image_tier")
         if len(self.stop) > 16:

@@ -20,10 +20,12 @@ from typing import Any
 from ..errors import Cancelled, InvalidRequest, VisionNotSupported
 from ..images.intake import IntakeSettings
 from ..types import Event, FinishReason, Request, Result
+from . import modes
 from .backends.base import Backend, Sampling
 from .cancel import CancelToken
 from .conversation import to_conversation
 from .generate import finish_unstarted, run_job
+from .modes import ThermalReader, read_thermal
 from .worker import Job, Worker
 
 DEFAULT_MAX_QUEUE = 32
@@ -43,10 +45,16 @@ class Engine:
     """One loaded model with its own worker thread. Thread-safe; use as a context manager or ``close()``."""
 
     def __init__(self, backend: Backend, *, name: str, max_queue: int = DEFAULT_MAX_QUEUE,
-                 image_settings: IntakeSettings | None = None) -> None:
+                 image_settings: IntakeSettings | None = None, mode: str = "balanced",
+                 thermal_policy: str = "step_down", thermal_reader: ThermalReader = read_thermal) -> None:
+        if thermal_policy not in ("step_down", "refuse", "off"):
+            raise InvalidRequest("thermal_policy must be 'step_down', 'refuse' or 'off'", field="thermal_policy")
         self.backend = backend
         self.name = name
         self.image_settings = image_settings or IntakeSettings()
+        self.mode = modes.mode(mode)
+        self._thermal = None if thermal_policy == "off" else (
+            lambda tier: modes.apply_thermal_policy(thermal_reader(backend.device), tier, thermal_policy))
         self._worker = Worker(lambda job: run_job(job, backend, name), lambda job: finish_unstarted(job, name),
                               max_queue=max_queue, name=name)
 
@@ -81,7 +89,8 @@ class Engine:
                             top_k=request.top_k, seed=seed, repetition_penalty=request.repetition_penalty,
                             ignore_eos=request.ignore_eos)
         job = Job(id=f"gen-{uuid.uuid4().hex[:16]}", request=request, conversation=conversation,
-                  sampling=sampling, cancel=cancel or CancelToken(), sink=sink, image_settings=self.image_settings)
+                  sampling=sampling, cancel=cancel or CancelToken(), sink=sink, image_settings=self.image_settings,
+                  image_tier=request.image_tier or self.mode.image_tier, thermal=self._thermal)
         self._worker.submit(job)
         return job
 
@@ -189,13 +198,15 @@ def _outcome(result: Result, raise_on_cancel: bool) -> Result:
 
 def load(model: str | os.PathLike, *, device: str = "auto", dtype: str | None = None,
          max_queue: int = DEFAULT_MAX_QUEUE, image_settings: IntakeSettings | None = None,
-         memory_fraction: float = 0.9) -> Engine:
+         memory_fraction: float = 0.9, mode: str = "balanced", thermal_policy: str = "step_down") -> Engine:
     """Load a model (a local directory, a catalog name, or a cached hub repo id) on its own worker.
 
     ``device``: "auto" (CUDA > MPS > CPU), "cuda", "cuda:N", "mps" or "cpu". ``dtype``: bfloat16 on
     accelerators and float32 on CPU unless set. ``image_settings``: byte and pixel caps, and whether
     http(s) image URLs are fetched (off by default). Before anything is loaded, the weights (from the
     safetensors headers) must fit ``memory_fraction`` of the device's free memory, else ``ModelTooLarge``.
+    ``mode``: "saver", "balanced" or "performance" (default image tier; CPU threads). ``thermal_policy``:
+    on a GPU at its slowdown temperature, "step_down" to saver-sized images, "refuse" (ThermalThrottled), "off".
     """
     from ..models.estimate import estimate
     from ..models.resolve import resolve_model
@@ -203,10 +214,14 @@ def load(model: str | os.PathLike, *, device: str = "auto", dtype: str | None = 
     from .backends.hf import HFBackend  # torch is imported only when a model is loaded
     from .memory import check_fits
 
+    chosen_mode = modes.mode(mode)
     path = resolve_model(model)
     resolved = torch_device.choose_device(device)
+    if resolved == "cpu":
+        torch_device.set_cpu_threads(chosen_mode.cpu_threads)
     load_dtype = str(torch_device.choose_dtype(resolved, dtype)).replace("torch.", "")
     needed = estimate(path, dtype=load_dtype, context_tokens=0, image_size=None).total_bytes
     check_fits(needed, torch_device.free_bytes(resolved), memory_fraction, f"{os.fspath(model)!r}", resolved)
     backend = HFBackend(path, device=resolved, dtype=dtype, memory_fraction=memory_fraction)
-    return Engine(backend, name=os.fspath(model), max_queue=max_queue, image_settings=image_settings)
+    return Engine(backend, name=os.fspath(model), max_queue=max_queue, image_settings=image_settings, mode=mode,
+                  thermal_policy=thermal_policy)

@@ -28,8 +28,13 @@ def run_job(job: Job, backend: Backend, model_name: str) -> None:
     """Run one job to its final event. Never raises: every outcome becomes the final event."""
     job.clock.start()
     run = _Run(job, backend, model_name)
-    tier = job.request.image_tier
+    tier = job.image_tier
     try:
+        if job.thermal is not None:  # before any work: refuses (policy "refuse") or picks a cooler tier
+            cooler = job.thermal(tier)
+            if cooler != tier and job.conversation.images:
+                run.metadata["thermal_step_down"] = {"from_tier": tier, "to_tier": cooler}
+                tier = cooler
         while True:
             try:
                 _attempt(run, job, backend, tier)

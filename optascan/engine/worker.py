@@ -32,6 +32,8 @@ class Job:
     cancel: CancelToken
     sink: Callable[[Event], None]
     image_settings: IntakeSettings = field(default_factory=IntakeSettings)
+    image_tier: str = "balanced"  # the request's, or the engine mode's; the thermal check may lower it
+    thermal: Callable[[str], str] | None = None  # tier → tier to use now (or raises ThermalThrottled)
     clock: RequestClock = field(default_factory=RequestClock)
 
     def queued(self, position: int) -> None:

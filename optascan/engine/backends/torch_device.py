@@ -79,3 +79,8 @@ def release_after_oom(device: str) -> None:
 
 def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+
+
+def set_cpu_threads(threads: int) -> None:
+    """Process-wide, as torch allows: the performance mode's CPU thread count."""
+    torch.set_num_threads(max(1, threads))
