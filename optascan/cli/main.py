@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import OptascanError
-from . import models, pull, rm, scan, verify
+from . import models, pull, rm, scan, status, verify
 
-COMMANDS = {"scan": scan, "models": models, "pull": pull, "rm": rm, "verify": verify}
+COMMANDS = {"scan": scan, "models": models, "pull": pull, "rm": rm, "verify": verify, "status": status}
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
@@ -46,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C outside a generation (e.g. while loading)
         print("\noptascan: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`optascan models | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -61,3 +61,23 @@ def test_models_command_lists_catalog_and_installed(tmp_path):
     table = subprocess.run([sys.executable, "-m", "optascan", "models"], capture_output=True, text=True, env=env,
                            check=True).stdout
     assert "qwen2-vl-2b" in table and "(gated)" in table and str(cache) in table
+
+
+def test_status_command_reports_devices_memory_and_modes():
+    out = subprocess.run([sys.executable, "-m", "optascan", "status", "--json"], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    status = json.loads(out)
+    cpu = status["devices"][0]
+    assert cpu["device"] == "cpu" and cpu["cores"] >= 1 and cpu["free_bytes"] > 0
+    assert set(status["modes"]) == {"saver", "balanced", "performance"}
+    text = subprocess.run([sys.executable, "-m", "optascan", "status"], capture_output=True, text=True, check=True,
+                          timeout=120).stdout
+    assert "free" in text and "modes:" in text
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    proc = subprocess.Popen([sys.executable, "-m", "optascan", "models"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # like `| head` closing early
+    _, err = proc.communicate(timeout=120)
+    assert b"Traceback" not in err
