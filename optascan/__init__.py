@@ -26,6 +26,7 @@ from .errors import (
     OptascanError,
     OutOfMemory,
     QueueFull,
+    RequestTooLarge,
     ThermalThrottled,
     VisionNotSupported,
 )
@@ -42,5 +43,5 @@ __all__ = [
     "OptascanError", "InvalidRequest", "ModelError", "ModelNotFound", "ModelTooLarge", "ModelLoadError",
     "VisionNotSupported",
     "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge", "ImageFetchError", "EngineError", "QueueFull",
-    "EngineClosed", "OutOfMemory", "ThermalThrottled", "GenerationFailed", "Cancelled",
+    "EngineClosed", "OutOfMemory", "RequestTooLarge", "ThermalThrottled", "GenerationFailed", "Cancelled",
 ]

@@ -25,6 +25,7 @@ when something must be fixed first (a path, a model, the installation).
     │   ├── QueueFull                     the bounded request queue is full; retry later
     │   ├── EngineClosed                  the model was unloaded / closed
     │   ├── OutOfMemory                   the device ran out of memory; the engine keeps serving
+    │   │   └── RequestTooLarge           refused up front: the request's KV cache would not fit free memory
     │   ├── ThermalThrottled              the GPU is at its slowdown temperature (policy "refuse")
     │   └── GenerationFailed              anything else that went wrong inside generation
     └── Cancelled                         the request was cancelled (raised only when asked for)
@@ -176,6 +177,10 @@ class OutOfMemory(EngineError):
                 "free_bytes": self.free_bytes, "device": self.device}
 
 
+class RequestTooLarge(OutOfMemory):
+    default_hint = "lower max_tokens, send smaller images or text only"
+
+
 class ThermalThrottled(EngineError):
     recoverable = True
     default_hint = "let the device cool and retry, or use mode='saver'"
@@ -205,5 +210,6 @@ __all__ = [
     "OptascanError", "InvalidRequest", "ModelError", "ModelNotFound", "ModelLoadError", "VisionNotSupported",
     "ModelTooLarge", "ModelAccessDenied", "InsufficientDiskSpace", "UnsafeFileName", "IntegrityError", "PullFailed",
     "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge", "ImageFetchError",
-    "EngineError", "QueueFull", "EngineClosed", "OutOfMemory", "ThermalThrottled", "GenerationFailed", "Cancelled",
+    "EngineError", "QueueFull", "EngineClosed", "OutOfMemory", "RequestTooLarge", "ThermalThrottled",
+    "GenerationFailed", "Cancelled",
 ]

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from ..errors import GenerationFailed, OptascanError, OutOfMemory
+from ..errors import GenerationFailed, OptascanError, OutOfMemory, RequestTooLarge
 from ..images.prepare import PreparedImage, prepare_image
 from ..types import IMAGE_TIERS, Event, FinishReason, Result, State, Usage
 from .backends.base import Backend, Prepared
@@ -42,17 +42,15 @@ def run_job(job: Job, backend: Backend, model_name: str) -> None:
             except Exception as err:  # noqa: BLE001 - translated below; cancels and our own errors pass
                 error = _as_optascan_error(err, backend)
                 smaller = _smaller_tier(tier)
-                steps = run.metadata.setdefault("downscaled", [])
+                steps = run.metadata.get("downscaled", [])
                 # A request that does not fit steps down a tier at a time; a real OOM gets one retry.
-                may_retry = isinstance(error, _DoesNotFit) or (isinstance(error, OutOfMemory) and not steps)
+                may_retry = isinstance(error, RequestTooLarge) or (isinstance(error, OutOfMemory) and not steps)
                 if not (may_retry and run.tokens == 0 and run.images and smaller):
-                    if not steps:
-                        del run.metadata["downscaled"]
                     if error is err:
                         raise
                     raise error from err
                 backend.after_request()  # free the cache before going round again with smaller images
-                steps.append({"from_tier": tier, "to_tier": smaller, "reason": str(error)})
+                run.metadata["downscaled"] = [*steps, {"from_tier": tier, "to_tier": smaller, "reason": str(error)}]
                 tier = smaller
         run.finish(FinishReason.CANCELLED if job.cancel.cancelled and run.reason is None
                    else run.reason or FinishReason.LENGTH)
@@ -76,10 +74,6 @@ def _attempt(run: _Run, job: Job, backend: Backend, tier: str) -> None:
     backend.generate(run.inputs, job.sampling, job.cancel, run.on_token)
 
 
-class _DoesNotFit(OutOfMemory):
-    """The request's KV cache would not fit the device's free memory: refused before any work."""
-
-
 def _check_fits(prepared: Prepared, max_tokens: int, backend: Backend) -> None:
     budget = backend.request_budget_bytes()
     per_token = backend.kv_bytes_per_token
@@ -88,7 +82,7 @@ def _check_fits(prepared: Prepared, max_tokens: int, backend: Backend) -> None:
     tokens = prepared.prompt_tokens + max_tokens
     if tokens * per_token > budget:
         fits = budget // per_token
-        raise _DoesNotFit(
+        raise RequestTooLarge(
             f"the prompt ({prepared.prompt_tokens} tokens, {prepared.image_tokens} of them image tokens) plus "
             f"max_tokens={max_tokens} needs {human_bytes(tokens * per_token)} of KV cache; "
             f"{human_bytes(budget)} is free for it, enough for {fits} tokens in all",

@@ -187,7 +187,7 @@ def test_requests_fail_alone_and_the_engine_keeps_serving():
 def test_a_request_that_would_not_fit_steps_its_images_down_then_fails_with_what_would_fit():
     from PIL import Image
 
-    from optascan import OutOfMemory
+    from optascan import OutOfMemory, RequestTooLarge
 
     engine, backend = make_engine("ok")
     backend.kv_bytes_per_token = 1000
@@ -198,7 +198,8 @@ def test_a_request_that_would_not_fit_steps_its_images_down_then_fails_with_what
         assert [s["to_tier"] for s in result.metadata["downscaled"]] == ["balanced"]
         assert result.usage.image_tokens <= 300 and result.text == "ok"
         backend.budget_bytes = 1000 * 50  # nothing with this image fits, even at the battery tier
-        with pytest.raises(OutOfMemory) as info:
+        with pytest.raises(RequestTooLarge) as info:
             engine.generate(prompt="x", images=[photo], max_tokens=10, image_tier="quality")
         assert "enough for 50 tokens" in str(info.value) and info.value.recoverable
+        assert isinstance(info.value, OutOfMemory) and info.value.to_dict()["type"] == "RequestTooLarge"
         assert engine.generate(prompt="x", max_tokens=5).text == "ok"  # text only still fits; still serving
