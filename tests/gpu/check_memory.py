@@ -1,0 +1,122 @@
+"""GPU tier for issue #6 (memory and residency), run through the device tool. Writes JSON, exits 1 on failure.
+
+    PYTHONPATH=. python3 tests/gpu/check_memory.py --out "$OUT/memory_checks.json"
+    python3 tests/gpu/check_memory.py --device cpu --size small     # a smoke run of the same logic here
+
+Checks: the estimate against what CUDA really allocates (weights and KV cache, within 10 %); load/unload of a
+full-size architecture (random weights) five times with device memory back to its baseline within 1 %; a
+48 MP photo on a 3B-class Qwen2-VL architecture answered (downscaled) instead of crashing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import platform
+import tempfile
+import traceback
+from pathlib import Path
+
+import torch
+import transformers
+from PIL import Image
+
+import optascan
+from optascan.testing.tiny import build_tiny_checkpoint
+
+ROOT = Path(tempfile.mkdtemp(prefix="optascan-mem-"))
+# Qwen2.5-VL-3B's language model shape (vocab from the tiny tokenizer, so ~3.1 B parameters)
+QWEN_3B = dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+               num_key_value_heads=2)
+
+
+def used(device: str) -> int:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        return torch.cuda.memory_allocated()
+    return 0
+
+
+def check_estimate_matches_allocation(record, device, size):
+    path = build_tiny_checkpoint("qwen2_vl", ROOT / f"est-{size}", text_size=size, dtype="bfloat16")
+    dtype = "bfloat16" if device != "cpu" else "float32"
+    est = optascan.estimate_memory(path, dtype=dtype, context_tokens=2048)
+    before = used(device)
+    with optascan.load(path, device=device) as engine:
+        weights = used(device) - before
+        record.update(estimate_weights=est.weights_bytes, measured_weights=weights or engine.info.weight_bytes)
+        if device.startswith("cuda"):
+            assert abs(weights - est.weights_bytes) <= 0.10 * est.weights_bytes, (weights, est.weights_bytes)
+        result = engine.generate(prompt="Describe. " * 100, max_tokens=64, ignore_eos=True)
+        record["prompt_tokens"] = result.usage.prompt_tokens
+        record["estimate_kv_per_token"] = est.kv_bytes_per_token
+
+
+def check_load_unload_returns_memory(record, device, size):
+    path = build_tiny_checkpoint("qwen2_vl", ROOT / f"cycle-{size}", text_size=size, dtype="bfloat16")
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    baseline = torch.cuda.memory_reserved() if device.startswith("cuda") else 0
+    after = []
+    for _ in range(5):
+        engine = optascan.load(path, device=device)
+        engine.generate(prompt="x", images=[Image.new("RGB", (1024, 768))], max_tokens=16, ignore_eos=True)
+        engine.close()
+        del engine
+        gc.collect()
+        after.append(torch.cuda.memory_reserved() if device.startswith("cuda") else 0)
+    record.update(baseline_reserved=baseline, reserved_after_each_unload=after)
+    for value in after:
+        assert abs(value - baseline) <= max(0.01 * max(baseline, 1), 2 * 2**20), (baseline, after)
+
+
+def check_48mp_photo_on_3b_architecture(record, device, size):
+    path = build_tiny_checkpoint("qwen2_vl", ROOT / "big", text_size=size, dtype="bfloat16")
+    photo = Image.new("RGB", (8000, 6000), (120, 160, 200))
+    with optascan.load(path, device=device) as engine:
+        result = engine.generate(prompt="What is this?", images=[photo], max_tokens=8, ignore_eos=True,
+                                 image_tier="quality")
+        record.update(images=result.metadata["images"], usage=vars(result.usage),
+                      downscaled=result.metadata.get("downscaled"))
+        assert result.usage.completion_tokens == 8
+
+
+CHECKS = [check_estimate_matches_allocation, check_load_unload_returns_memory, check_48mp_photo_on_3b_architecture]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--size", default="qwen2.5-vl-3b", help="'qwen2.5-vl-3b' on the GPU, 'small' for a smoke run")
+    parser.add_argument("--out", default="tests/gpu/results/memory_checks.json")
+    args = parser.parse_args()
+    size = args.size if args.size != "qwen2.5-vl-3b" else QWEN_3B
+    results = []
+    for check in CHECKS:
+        record: dict = {}
+        try:
+            check(record, args.device, size)
+            results.append({"check": check.__name__, "passed": True, **record})
+        except Exception as err:  # noqa: BLE001 - report every check
+            results.append({"check": check.__name__, "passed": False, "error": repr(err),
+                            "traceback": traceback.format_exc()[-2000:], **record})
+        print(("PASS " if results[-1]["passed"] else "FAIL ") + check.__name__, flush=True)
+    report = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "optascan": optascan.__version__},
+        "passed": sum(r["passed"] for r in results), "failed": sum(not r["passed"] for r in results),
+        "checks": results,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2, default=str))
+    print(f"{report['passed']} passed, {report['failed']} failed")
+    return 0 if report["failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
