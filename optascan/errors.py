@@ -28,6 +28,7 @@ when something must be fixed first (a path, a model, the installation).
     │   │   └── RequestTooLarge           refused up front: the request's KV cache would not fit free memory
     │   ├── ThermalThrottled              the GPU is at its slowdown temperature (policy "refuse")
     │   └── GenerationFailed              anything else that went wrong inside generation
+    ├── ParseError (ValueError)           a model's reply held no recoverable JSON (``raw`` keeps the text)
     └── Cancelled                         the request was cancelled (raised only when asked for)
 
 Third-party exceptions are wrapped with ``raise ... from err`` so the cause stays visible.
@@ -195,6 +196,15 @@ class GenerationFailed(EngineError):
     default_hint = "retry; if it keeps failing, report it with the model name and the request"
 
 
+class ParseError(OptascanError, ValueError):
+    recoverable = True
+    default_hint = "retry (a different seed may help), or use a backend with constrained decoding"
+
+    def __init__(self, message: str, *, raw: str, **kw):
+        self.raw = raw
+        super().__init__(message, **kw)
+
+
 class Cancelled(OptascanError):
     """Raised by the blocking call only when it was asked to (``raise_on_cancel=True``)."""
 
@@ -211,5 +221,5 @@ __all__ = [
     "ModelTooLarge", "ModelAccessDenied", "InsufficientDiskSpace", "UnsafeFileName", "IntegrityError", "PullFailed",
     "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge", "ImageFetchError",
     "EngineError", "QueueFull", "EngineClosed", "OutOfMemory", "RequestTooLarge", "ThermalThrottled",
-    "GenerationFailed", "Cancelled",
+    "GenerationFailed", "ParseError", "Cancelled",
 ]

@@ -1,0 +1,1 @@
+"""The Opta flow: photo + goal → clarifying questions → optimized answer (issue #7)."""
