@@ -28,6 +28,7 @@ class ScriptedBackend:
                  eos_token_ids: Sequence[int] = (), supports_images: bool = True,
                  step: Callable[[int], None] | None = None) -> None:
         self.token_ids = list(token_ids)
+        self.replies: list[list[int]] = []  # if set, each generate() plays the next one instead of token_ids
         self._decode = decode
         self.eos_token_ids = frozenset(eos_token_ids)
         self.supports_images = supports_images
@@ -49,7 +50,8 @@ class ScriptedBackend:
         return self._decode(token_ids)
 
     def generate(self, prepared: Prepared, sampling: Sampling, cancel: CancelToken, on_token: OnToken) -> None:
-        for index, token_id in enumerate(self.token_ids[: sampling.max_tokens]):
+        script = self.replies.pop(0) if self.replies else self.token_ids
+        for index, token_id in enumerate(script[: sampling.max_tokens]):
             check(cancel)
             if self.step is not None:
                 self.step(index)

@@ -1,0 +1,76 @@
+"""One Opta session: photo(s) + goal → ``analyze()`` (clarifying questions) → ``answer(...)`` → ``result``.
+
+    session = OptaSession(engine, "most filling under $15", images=["menu.jpg"], depth="balanced")
+    analysis = session.analyze(on_event=print_progress)      # streamed like any generation
+    answer = session.answer({"budget": 15, "diet": ["vegetarian"]})
+    print(answer.markdown)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..engine.cancel import CancelToken
+from ..engine.engine import Engine
+from ..errors import InvalidRequest
+from ..types import Event, Result
+from .parse import parse_json
+from .prompts import analyze_messages, answer_messages, depth
+from .schema import Analysis, OptimizedAnswer, analysis_from, answer_from
+
+
+class OptaSession:
+    def __init__(self, engine: Engine, goal: str, *, images: Sequence[Any] = (), depth_name: str = "balanced",
+                 seed: int | None = None) -> None:
+        self.engine, self.goal, self.images, self.seed = engine, goal, list(images), seed
+        self.depth = depth(depth_name)
+        self.analysis: Analysis | None = None
+        self.result: OptimizedAnswer | None = None
+        self.generations: list[Result] = []  # both turns' results: usage and timings for history and the UI
+        self._history = analyze_messages(goal, self.images, self.depth)
+        self._analysis_reply = ""
+
+    def analyze(self, *, on_event: Callable[[Event], None] | None = None,
+                cancel: CancelToken | None = None) -> Analysis:
+        result = self._generate(self._history, self.depth.analyze_tokens, on_event, cancel)
+        self._analysis_reply = result.text
+        self.analysis = analysis_from(parse_json(result.text), result.text)
+        if len(self.analysis.questions) > self.depth.max_questions:
+            self.analysis = Analysis(self.analysis.understanding, self.analysis.questions[: self.depth.max_questions])
+        return self.analysis
+
+    def answer(self, answers: dict[str, Any] | None = None, *, on_event: Callable[[Event], None] | None = None,
+               cancel: CancelToken | None = None) -> OptimizedAnswer:
+        if self.analysis is None:
+            raise InvalidRequest("call analyze() before answer()", field="answers")
+        answers = dict(answers or {})
+        unknown = set(answers) - {q.id for q in self.analysis.questions}
+        if unknown:
+            raise InvalidRequest(f"answers to questions that were not asked: {', '.join(sorted(unknown))}",
+                                 field="answers")
+        messages = answer_messages(self._history, self._analysis_reply, answers, self.depth)
+        result = self._generate(messages, self.depth.answer_tokens, on_event, cancel)
+        parsed = answer_from(parse_json(result.text), result.text)
+        self.result = OptimizedAnswer(parsed.title, parsed.summary, parsed.options, parsed.highlights,
+                                      parsed.caveats, markdown=render_markdown(parsed))
+        return self.result
+
+    def _generate(self, messages: list[dict], max_tokens: int, on_event, cancel) -> Result:
+        result = self.engine.generate(messages=messages, max_tokens=max_tokens, seed=self.seed, on_event=on_event,
+                                      cancel=cancel, raise_on_cancel=True)
+        self.generations.append(result)
+        return result
+
+
+def render_markdown(answer: OptimizedAnswer) -> str:
+    """The answer as markdown that is easy to scan: summary, a ranked table, highlights, caveats."""
+    lines = [f"## {answer.title}", "", answer.summary, ""]
+    if answer.options:
+        lines += ["| # | Option | Score | Why |", "|---|---|---|---|"]
+        lines += [f"| {i} | {o.name} | {o.score:g}/10 | {o.why} |" for i, o in enumerate(answer.options, 1)]
+        lines.append("")
+    for heading, items in (("Highlights", answer.highlights), ("Caveats", answer.caveats)):
+        if items:
+            lines += [f"**{heading}**", *[f"- {item}" for item in items], ""]
+    return "\n".join(lines).rstrip() + "\n"
