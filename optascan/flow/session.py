@@ -14,7 +14,9 @@ from typing import Any
 from ..engine.cancel import CancelToken
 from ..engine.engine import Engine
 from ..errors import InvalidRequest
+from ..images.prepare import prepare_image
 from ..types import Event, Result
+from .history import History
 from .parse import parse_json
 from .prompts import analyze_messages, answer_messages, depth
 from .schema import Analysis, OptimizedAnswer, analysis_from, answer_from
@@ -30,6 +32,7 @@ class OptaSession:
         self.generations: list[Result] = []  # both turns' results: usage and timings for history and the UI
         self._history = analyze_messages(goal, self.images, self.depth)
         self._analysis_reply = ""
+        self.answers: dict[str, Any] = {}
 
     def analyze(self, *, on_event: Callable[[Event], None] | None = None,
                 cancel: CancelToken | None = None) -> Analysis:
@@ -45,6 +48,7 @@ class OptaSession:
         if self.analysis is None:
             raise InvalidRequest("call analyze() before answer()", field="answers")
         answers = dict(answers or {})
+        self.answers = answers
         unknown = set(answers) - {q.id for q in self.analysis.questions}
         if unknown:
             raise InvalidRequest(f"answers to questions that were not asked: {', '.join(sorted(unknown))}",
@@ -55,6 +59,17 @@ class OptaSession:
         self.result = OptimizedAnswer(parsed.title, parsed.summary, parsed.options, parsed.highlights,
                                       parsed.caveats, markdown=render_markdown(parsed))
         return self.result
+
+    def record(self, history: History) -> str:
+        """Store the completed scan (committed before this returns); returns its id."""
+        if self.result is None or self.analysis is None:
+            raise InvalidRequest("only a completed session (analyze, then answer) can be recorded")
+        image = self.images[0] if self.images else None
+        return history.record(
+            goal=self.goal, depth=self.depth.name, model=self.engine.name,
+            questions=[vars(q) for q in self.analysis.questions], answers=self.answers,
+            result=self.result.to_dict(), timings={"turns": [vars(g.timings) for g in self.generations]},
+            image=prepare_image(image).image if image is not None else None)
 
     def _generate(self, messages: list[dict], max_tokens: int, on_event, cancel) -> Result:
         result = self.engine.generate(messages=messages, max_tokens=max_tokens, seed=self.seed, on_event=on_event,

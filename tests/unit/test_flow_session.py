@@ -70,3 +70,39 @@ def test_typed_errors_for_order_unknown_answers_garbage_and_cancel():
         OptaSession(engine, "x", depth_name="deep")
     with pytest.raises(InvalidRequest, match="goal"):
         OptaSession(engine, "  ")
+
+
+def test_a_completed_session_is_recorded_and_the_history_command_shows_it(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from optascan.flow.history import History
+
+    session, _, engine = session_with(json.dumps(ANALYSIS), json.dumps(ANSWER))
+    history = History(tmp_path / "h.sqlite3")
+    with engine:
+        with pytest.raises(InvalidRequest):
+            session.record(history)
+        session.analyze()
+        session.answer({"budget": 12})
+        scan_id = session.record(history)
+    scan = history.show(scan_id)
+    assert scan.answers == {"budget": 12} and scan.result["options"][0]["name"] == "Ramen"
+    assert scan.thumbnail and len(scan.timings["turns"]) == 2
+    history.close()
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    (tmp_path / "data" / "optascan").mkdir(parents=True)
+    for suffix in ("", "-wal", "-shm"):
+        if (tmp_path / f"h.sqlite3{suffix}").exists():
+            (tmp_path / f"h.sqlite3{suffix}").rename(tmp_path / "data" / "optascan" / f"history.sqlite3{suffix}")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "optascan", "history", *args], capture_output=True, text=True,
+                              env=env, timeout=120)
+
+    assert scan_id in cli().stdout and scan_id in cli("search", "filling").stdout
+    assert json.loads(cli("show", scan_id).stdout)["goal"] == "most filling under $15"
+    assert json.loads(cli("export").stdout)[0]["id"] == scan_id
+    assert cli("rm", scan_id).returncode == 0 and cli("rm", scan_id).returncode == 1
+    assert cli("show").returncode == 1 and "needs" in cli("show").stderr
