@@ -6,8 +6,9 @@ Nothing here imports torch; validation raises :class:`optascan.errors.InvalidReq
 from __future__ import annotations
 
 import enum
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -50,7 +51,8 @@ class Request:
     ``temperature=0`` means greedy decoding. ``top_k=0`` and ``top_p=1`` switch those filters off.
     ``ignore_eos`` keeps generating past the end-of-sequence token (for benchmarks and tests).
     ``image_tier`` caps image size: "quality" (2048 px), "balanced" (≈1 MP) or "battery" (≈0.4 MP); None
-    lets the engine's performance mode decide.
+    lets the engine's performance mode decide. ``json_schema`` constrains the output to JSON matching it
+    (constrained decoding; needs a grammar library: ``pip install 'optascan[structured]'``).
     """
 
     messages: Sequence[dict] | None = None
@@ -65,6 +67,7 @@ class Request:
     repetition_penalty: float = 1.0
     ignore_eos: bool = False
     image_tier: str | None = None
+    json_schema: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -96,6 +99,13 @@ class Request:
         if self.image_tier is not None and self.image_tier not in IMAGE_TIERS:
             raise InvalidRequest(f"'image_tier' must be one of {', '.join(IMAGE_TIERS)}, got {self.image_tier!r}",
                                  field="image_tier")
+        if self.json_schema is not None:
+            if not isinstance(self.json_schema, Mapping) or not self.json_schema:
+                raise InvalidRequest("'json_schema' must be a non-empty JSON Schema object", field="json_schema")
+            try:
+                json.dumps(self.json_schema)
+            except (TypeError, ValueError) as err:
+                raise InvalidRequest(f"'json_schema' is not JSON: {err}", field="json_schema") from err
         if len(self.stop) > 16:
             raise InvalidRequest("at most 16 stop strings", field="stop")
         for s in self.stop:

@@ -9,6 +9,7 @@ generation.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import queue
 import secrets
@@ -87,7 +88,10 @@ class Engine:
         seed = request.seed if request.seed is not None else secrets.randbits(63)
         sampling = Sampling(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
                             top_k=request.top_k, seed=seed, repetition_penalty=request.repetition_penalty,
-                            ignore_eos=request.ignore_eos)
+                            ignore_eos=request.ignore_eos, json_schema=_schema_text(request.json_schema))
+        if sampling.json_schema and not self.backend.supports_json_schema:
+            raise InvalidRequest("constrained decoding (json_schema) needs a grammar library on this backend",
+                                 field="json_schema", hint="pip install 'optascan[structured]' (xgrammar)")
         job = Job(id=f"gen-{uuid.uuid4().hex[:16]}", request=request, conversation=conversation,
                   sampling=sampling, cancel=cancel or CancelToken(), sink=sink, image_settings=self.image_settings,
                   image_tier=request.image_tier or self.mode.image_tier, thermal=self._thermal)
@@ -148,6 +152,11 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _schema_text(schema: Any) -> str | None:
+    # key order kept: the grammar generates properties in the schema's order ("understanding" before "questions")
+    return json.dumps(schema) if schema else None
 
 
 def _request(request: Request | None, fields: dict[str, Any]) -> Request:

@@ -25,7 +25,7 @@ def parse_json(text: str) -> dict[str, Any]:
     for candidate in candidates:
         for attempt in (candidate, _repair(candidate), _close_truncated(_repair(candidate))):
             try:
-                value = json.loads(attempt)
+                value = json.loads(attempt, strict=False)  # raw newlines or tabs inside strings are fine
             except (json.JSONDecodeError, RecursionError):
                 continue
             if isinstance(value, dict):

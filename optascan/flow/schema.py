@@ -55,31 +55,46 @@ class OptimizedAnswer:
         return asdict(self)
 
 
-_STR = {"type": "string"}
+# Bounded lengths keep even a weak model's constrained output finite; real answers fit easily.
+_STR = {"type": "string", "minLength": 1, "maxLength": 400}
+_SHORT = {"type": "string", "minLength": 1, "maxLength": 80}
+_POINT = {"type": "string", "minLength": 1, "maxLength": 200}
+_NUMBER = {"type": "number"}
+
+
+def _question_schema(kind: str, extra: dict, required: list[str]) -> dict:
+    return {"type": "object", "properties": {"id": _SHORT, "kind": {"const": kind}, "prompt": _STR, **extra},
+            "required": ["id", "kind", "prompt", *required], "additionalProperties": False}
+
+
+_CHOICES = {"options": {"type": "array", "items": _SHORT, "minItems": 2, "maxItems": 8}}
 ANALYSIS_SCHEMA: dict = {
     "type": "object",
     "properties": {
         "understanding": _STR,
-        "questions": {"type": "array", "maxItems": MAX_QUESTIONS, "items": {
-            "type": "object",
-            "properties": {"id": _STR, "kind": {"enum": list(QUESTION_KINDS)}, "prompt": _STR,
-                           "options": {"type": "array", "items": _STR}, "placeholder": _STR,
-                           "min": {"type": "number"}, "max": {"type": "number"}, "default": {"type": "number"},
-                           "unit": _STR},
-            "required": ["id", "kind", "prompt"]}},
+        "questions": {"type": "array", "maxItems": MAX_QUESTIONS, "items": {"anyOf": [
+            _question_schema("single_choice", _CHOICES, ["options"]),
+            _question_schema("multi_choice", _CHOICES, ["options"]),
+            _question_schema("text", {"placeholder": _SHORT}, []),
+            _question_schema("slider", {"min": _NUMBER, "max": _NUMBER, "default": _NUMBER, "unit": _SHORT},
+                             ["min", "max"]),
+        ]}},
     },
     "required": ["understanding", "questions"],
+    "additionalProperties": False,
 }
 ANSWER_SCHEMA: dict = {
     "type": "object",
     "properties": {
-        "title": _STR, "summary": _STR,
-        "options": {"type": "array", "items": {"type": "object", "properties": {
-            "name": _STR, "score": {"type": "number", "minimum": 0, "maximum": 10}, "why": _STR},
-            "required": ["name", "score", "why"]}},
-        "highlights": {"type": "array", "items": _STR}, "caveats": {"type": "array", "items": _STR},
+        "title": _SHORT, "summary": _STR,
+        "options": {"type": "array", "maxItems": 6, "items": {"type": "object", "properties": {
+            "name": _SHORT, "score": {"type": "number", "minimum": 0, "maximum": 10}, "why": _POINT},
+            "required": ["name", "score", "why"], "additionalProperties": False}},
+        "highlights": {"type": "array", "items": _POINT, "maxItems": 4},
+        "caveats": {"type": "array", "items": _POINT, "maxItems": 4},
     },
     "required": ["title", "summary", "options"],
+    "additionalProperties": False,
 }
 
 

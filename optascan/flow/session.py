@@ -19,13 +19,15 @@ from ..types import Event, Result
 from .history import History
 from .parse import parse_json
 from .prompts import analyze_messages, answer_messages, depth
-from .schema import Analysis, OptimizedAnswer, analysis_from, answer_from
+from .schema import ANALYSIS_SCHEMA, ANSWER_SCHEMA, Analysis, OptimizedAnswer, analysis_from, answer_from
 
 
 class OptaSession:
     def __init__(self, engine: Engine, goal: str, *, images: Sequence[Any] = (), depth_name: str = "balanced",
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, constrained: bool | None = None) -> None:
         self.engine, self.goal, self.images, self.seed = engine, goal, list(images), seed
+        # JSON-schema constrained decoding where the backend has it (None: automatic), else the tolerant parser
+        self.constrained = engine.backend.supports_json_schema if constrained is None else constrained
         self.depth = depth(depth_name)
         self.analysis: Analysis | None = None
         self.result: OptimizedAnswer | None = None
@@ -36,7 +38,7 @@ class OptaSession:
 
     def analyze(self, *, on_event: Callable[[Event], None] | None = None,
                 cancel: CancelToken | None = None) -> Analysis:
-        result = self._generate(self._history, self.depth.analyze_tokens, on_event, cancel)
+        result = self._generate(self._history, self.depth.analyze_tokens, on_event, cancel, ANALYSIS_SCHEMA)
         self._analysis_reply = result.text
         self.analysis = analysis_from(parse_json(result.text), result.text)
         if len(self.analysis.questions) > self.depth.max_questions:
@@ -54,7 +56,7 @@ class OptaSession:
             raise InvalidRequest(f"answers to questions that were not asked: {', '.join(sorted(unknown))}",
                                  field="answers")
         messages = answer_messages(self._history, self._analysis_reply, answers, self.depth)
-        result = self._generate(messages, self.depth.answer_tokens, on_event, cancel)
+        result = self._generate(messages, self.depth.answer_tokens, on_event, cancel, ANSWER_SCHEMA)
         parsed = answer_from(parse_json(result.text), result.text)
         self.result = OptimizedAnswer(parsed.title, parsed.summary, parsed.options, parsed.highlights,
                                       parsed.caveats, markdown=render_markdown(parsed))
@@ -71,9 +73,10 @@ class OptaSession:
             result=self.result.to_dict(), timings={"turns": [vars(g.timings) for g in self.generations]},
             image=prepare_image(image).image if image is not None else None)
 
-    def _generate(self, messages: list[dict], max_tokens: int, on_event, cancel) -> Result:
+    def _generate(self, messages: list[dict], max_tokens: int, on_event, cancel, schema: dict) -> Result:
         result = self.engine.generate(messages=messages, max_tokens=max_tokens, seed=self.seed, on_event=on_event,
-                                      cancel=cancel, raise_on_cancel=True)
+                                      cancel=cancel, raise_on_cancel=True,
+                                      json_schema=schema if self.constrained else None)
         self.generations.append(result)
         return result
 

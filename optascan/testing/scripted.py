@@ -22,6 +22,7 @@ class ScriptedBackend:
     device = "cpu"
     image_limits = None
     kv_bytes_per_token = 0
+    supports_json_schema = False
     budget_bytes: int | None = None  # tests set it to exercise the per-request memory check
 
     def __init__(self, token_ids: Sequence[int], decode: Callable[[Sequence[int]], str], *,

@@ -203,3 +203,16 @@ def test_a_request_that_would_not_fit_steps_its_images_down_then_fails_with_what
         assert "enough for 50 tokens" in str(info.value) and info.value.recoverable
         assert isinstance(info.value, OutOfMemory) and info.value.to_dict()["type"] == "RequestTooLarge"
         assert engine.generate(prompt="x", max_tokens=5).text == "ok"  # text only still fits; still serving
+
+
+def test_json_schema_is_validated_and_refused_where_the_backend_cannot_constrain():
+    from optascan import InvalidRequest
+
+    for bad in ({}, "not a schema", {"type": object}):
+        with pytest.raises(InvalidRequest) as info:
+            Request(prompt="x", json_schema=bad)
+        assert info.value.field == "json_schema"
+    engine, _ = make_engine()
+    with engine, pytest.raises(InvalidRequest, match="grammar") as info:
+        engine.generate(prompt="x", json_schema={"type": "object"})
+    assert "optascan[structured]" in info.value.hint

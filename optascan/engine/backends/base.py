@@ -21,6 +21,7 @@ class Sampling:
     seed: int = 0
     repetition_penalty: float = 1.0
     ignore_eos: bool = False
+    json_schema: str | None = None  # canonical JSON text of a schema the output must match
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Backend(Protocol):
     eos_token_ids: frozenset[int]
     image_limits: ProcessorLimits | None  # the processor's own size limits, to size images within them
     kv_bytes_per_token: int  # KV cache one token costs, for the per-request memory check
+    supports_json_schema: bool  # constrained decoding available (a grammar library is installed)
 
     def request_budget_bytes(self) -> int | None:
         """Device memory a request may use now (free × the engine's fraction); None: no check."""

@@ -11,6 +11,7 @@ encoding, before prefill and before every decode step.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,6 +77,7 @@ class HFBackend:
         text_config = getattr(self.model.config, "text_config", None) or self.model.config
         self.kv_bytes_per_token = kv_bytes_per_token(text_config.to_dict(), torch.finfo(self.dtype).bits // 8)
         self.memory_fraction = memory_fraction
+        self._grammars: dict[str, Any] = {}  # compiled JSON-schema grammars, by schema text
         self.cache_limit = cache_limit_bytes(self.weight_bytes)
         self._cancel: CancelToken | None = None
         self._stage = "preprocessing"  # where an error happened, for OOM messages
@@ -122,6 +124,27 @@ class HFBackend:
             return value.to(self.device, dtype=self.dtype)
         return value.to(self.device)
 
+    @property
+    def supports_json_schema(self) -> bool:
+        return importlib.util.find_spec("xgrammar") is not None
+
+    def _grammar_processor(self, schema_text: str) -> LogitsProcessor:
+        """A fresh xgrammar processor (one per generation) over a grammar compiled once per schema."""
+        import xgrammar
+        from xgrammar.contrib.hf import LogitsProcessor as GrammarProcessor
+
+        if schema_text not in self._grammars:
+            if "compiler" not in self._grammars:
+                vocab = self.model.get_output_embeddings().weight.shape[0]
+                info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab)
+                self._grammars["compiler"] = xgrammar.GrammarCompiler(info)
+            try:  # compact JSON: free whitespace would let a weak model wander forever between tokens
+                self._grammars[schema_text] = self._grammars["compiler"].compile_json_schema(
+                    schema_text, any_whitespace=False)
+            except Exception as err:  # noqa: BLE001 - xgrammar raises several types for unsupported schemas
+                raise InvalidRequest(f"the JSON schema cannot be compiled: {err}", field="json_schema") from err
+        return GrammarProcessor(self._grammars[schema_text])
+
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
@@ -143,7 +166,9 @@ class HFBackend:
             with torch.inference_mode():
                 self.model.generate(
                     **prepared.inputs, generation_config=config,
-                    logits_processor=LogitsProcessorList([_Chooser(sampling, generator, banned)]),
+                    logits_processor=LogitsProcessorList(
+                        ([self._grammar_processor(sampling.json_schema)] if sampling.json_schema else [])
+                        + [_Chooser(sampling, generator, banned)]),
                     stopping_criteria=StoppingCriteriaList([stopper]),
                     streamer=_Streamer(on_token, stopper),
                 )
