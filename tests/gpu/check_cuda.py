@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import json
-import platform
 import tempfile
 import threading
-import traceback
 from pathlib import Path
 
 import torch
-import transformers
 from PIL import Image
+from report import run_checks
 
 import optascan
 from optascan import CancelToken, FinishReason, Request
@@ -139,28 +135,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="tests/gpu/results/cuda_checks.json")
     args = parser.parse_args()
-    results = []
-    for check in CHECKS:
-        record: dict = {}
-        try:
-            check(record)
-            results.append({"check": check.__name__, "passed": True, **record})
-        except Exception as err:  # noqa: BLE001 - report every check
-            results.append({"check": check.__name__, "passed": False, "error": repr(err),
-                            "traceback": traceback.format_exc()[-2000:], **record})
-        print(("PASS " if results[-1]["passed"] else "FAIL ") + check.__name__, flush=True)
-    report = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "optascan": optascan.__version__},
-        "passed": sum(r["passed"] for r in results), "failed": sum(not r["passed"] for r in results),
-        "checks": results,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2, default=str))
-    print(f"{report['passed']} passed, {report['failed']} failed")
-    return 0 if report["failed"] == 0 else 1
+    return run_checks(CHECKS, args.out)
 
 
 if __name__ == "__main__":
