@@ -41,11 +41,6 @@ def engine_for(family: str, **kw) -> optascan.Engine:
     return optascan.load(build_tiny_checkpoint(family, ROOT / family), device="cuda", **kw)
 
 
-def language_model(engine):
-    inner = getattr(engine.backend.model, "model", engine.backend.model)
-    return getattr(inner, "language_model", None) or getattr(inner, "text_model", None) or inner
-
-
 def check_every_family_generates_on_cuda(record):
     for family in FAMILIES:
         with engine_for(family) as engine:
@@ -74,7 +69,7 @@ def check_same_seed_same_text_on_every_path(record):
 def check_cancel_from_another_thread_within_one_step(record):
     with engine_for("llava") as engine:
         steps, at_cancel, token = [0], [], CancelToken()
-        handle = language_model(engine).register_forward_pre_hook(lambda *_: steps.__setitem__(0, steps[0] + 1))
+        handle = engine.backend.language_model.register_forward_pre_hook(lambda *_: steps.__setitem__(0, steps[0] + 1))
 
         def watch(event):
             if event.tokens == 20 and not at_cancel:

@@ -31,17 +31,11 @@ def data_url(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def language_model(engine):
-    model = engine.backend.model
-    inner = getattr(model, "model", model)
-    return getattr(inner, "language_model", None) or getattr(inner, "text_model", None) or inner
-
-
 @contextmanager
 def count_language_steps(engine):
     """Counts forward calls of the language model (prefill + one per decode step)."""
     calls = [0]
-    handle = language_model(engine).register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    handle = engine.backend.language_model.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     try:
         yield calls
     finally:
@@ -273,7 +267,7 @@ def test_out_of_memory_becomes_a_recoverable_typed_error(tiny_dir):
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a "
                                              "total capacity of 79.19 GiB of which 1.10 GiB is free.")
 
-        language_model(engine).register_forward_pre_hook(out_of_memory_once)
+        engine.backend.language_model.register_forward_pre_hook(out_of_memory_once)
         events = list(engine.stream(request_for("llava", max_tokens=4)))
         final = events[-1]
         assert final.state is State.FAILED and final.result.finish_reason is FinishReason.ERROR
@@ -285,11 +279,6 @@ def test_out_of_memory_becomes_a_recoverable_typed_error(tiny_dir):
             engine.generate(request_for("llava", max_tokens=4))
         again = engine.generate(request_for("llava", max_tokens=3, ignore_eos=True))  # still serving
         assert again.usage.completion_tokens == 3
-
-
-def vision_tower(engine):
-    inner = engine.backend.model.model
-    return next(getattr(inner, n) for n in ("vision_tower", "visual", "vision_model") if hasattr(inner, n))
 
 
 @pytest.mark.parametrize("family", VLM_FAMILIES)
@@ -305,7 +294,7 @@ def test_cancel_during_preprocessing_skips_vision_encoding(tiny_engine, family, 
 
     monkeypatch.setattr(engine.backend, "prepare", prepare_then_cancel)
     calls = [0]
-    handle = vision_tower(engine).register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    handle = engine.backend.vision_tower.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     try:
         result = engine.generate(request_for(family, max_tokens=10), cancel=token)
     finally:
@@ -319,7 +308,7 @@ def test_cancel_during_vision_encoding_skips_prefill(tiny_engine, family):
     engine = tiny_engine(family)
     token = CancelToken()
     # registered after the engine's own hook, so it runs once the vision tower has been let through
-    handle = vision_tower(engine).register_forward_pre_hook(lambda *_: token.cancel())
+    handle = engine.backend.vision_tower.register_forward_pre_hook(lambda *_: token.cancel())
     try:
         with count_language_steps(engine) as steps:
             result = engine.generate(request_for(family, max_tokens=10), cancel=token)
@@ -379,7 +368,7 @@ def test_out_of_memory_before_the_first_token_retries_once_with_a_smaller_image_
             if len(seen_pixels) == 1:
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB.")
 
-        handle = vision_tower(engine).register_forward_pre_hook(out_of_memory_on_big_images, with_kwargs=True)
+        handle = engine.backend.vision_tower.register_forward_pre_hook(out_of_memory_on_big_images, with_kwargs=True)
         try:
             result = engine.generate(prompt="x", images=[Image.new("RGB", (2000, 1500), (9, 90, 9))], max_tokens=3,
                                      ignore_eos=True, image_tier="quality")
@@ -390,7 +379,7 @@ def test_out_of_memory_before_the_first_token_retries_once_with_a_smaller_image_
             # twice out of memory: the typed error, with the numbers, and the engine still serves
             seen_pixels.clear()
             handle.remove()
-            handle = vision_tower(engine).register_forward_pre_hook(
+            handle = engine.backend.vision_tower.register_forward_pre_hook(
                 lambda *_: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate "
                                                                         "2.00 GiB.")))
             with pytest.raises(optascan.OutOfMemory) as info:

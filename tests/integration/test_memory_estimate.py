@@ -22,12 +22,9 @@ def test_weights_estimate_is_exact_and_kv_per_token_matches_the_real_cache(tiny_
     assert est.weights_bytes == engine.info.weight_bytes
     assert est.params == sum(p.numel() for p in engine.backend.model.parameters())
     # run a prefill and measure the KV cache transformers keeps
-    model = engine.backend.model
-    language = getattr(getattr(model, "model", model), "language_model", None) or getattr(
-        getattr(model, "model", model), "text_model", None) or model.model
     ids = torch.tensor([[1] * 37])
     with torch.inference_mode():
-        out = language(input_ids=ids, use_cache=True)
+        out = engine.backend.language_model(input_ids=ids, use_cache=True)
     cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
     kv = sum(layer.keys.numel() * layer.keys.element_size() + layer.values.numel() * layer.values.element_size()
              for layer in cache.layers)

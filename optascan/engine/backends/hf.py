@@ -177,10 +177,11 @@ class HFBackend:
 
     def _install_stage_hooks(self) -> None:
         inner = getattr(self.model, "model", self.model)
-        vision = next((getattr(inner, n) for n in _VISION_TOWERS if hasattr(inner, n)), None)
-        language = next((getattr(inner, n) for n in _LANGUAGE_MODELS if hasattr(inner, n)), None)
-        if language is None:  # text-only causal LM: its decoder stack is `.model`
-            language = inner
+        # kept as attributes: the stage boundaries, and what tests and GPU checks hook to count steps
+        self.vision_tower = next((getattr(inner, n) for n in _VISION_TOWERS if hasattr(inner, n)), None)
+        # a text-only causal LM's decoder stack is `.model` itself
+        self.language_model = next((getattr(inner, n) for n in _LANGUAGE_MODELS if hasattr(inner, n)), inner)
+        vision, language = self.vision_tower, self.language_model
 
         def before_vision(_module: Any, _args: Any) -> None:
             self._check_cancel()
