@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ImageNotFound, InvalidRequest
+from ..errors import InvalidRequest
 from ..flow.schema import Question
+from .common import add_model_option, check_image_paths
 
 
 def add_parser(commands: Any, name: str) -> None:
@@ -22,7 +22,7 @@ def add_parser(commands: Any, name: str) -> None:
                     "without a terminal the defaults are used), then prints the ranked answer as markdown. "
                     "Completed scans are saved to the history unless --no-history.")
     p.add_argument("inputs", nargs="+", metavar="IMAGE... GOAL", help="image paths, then the goal")
-    p.add_argument("--model", "-m", default=os.environ.get("OPTASCAN_MODEL", "demo"))
+    add_model_option(p)
     p.add_argument("--depth", choices=("quick", "balanced", "thorough"), default="balanced")
     p.add_argument("--answer", action="append", default=[], metavar="ID=VALUE",
                    help="answer a question without being asked (repeatable; multi-choice values comma-separated)")
@@ -34,9 +34,7 @@ def add_parser(commands: Any, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     *images, goal = args.inputs
-    for image in images:
-        if not os.path.isfile(image):
-            raise ImageNotFound(f"image not found: {image!r}")
+    check_image_paths(images)
     given = parse_answers(args.answer)
     from ..engine.engine import load
     from ..flow.history import History

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
 from typing import Any, TextIO
 
 from ..engine.cancel import CancelToken
-from ..errors import ImageNotFound
 from ..types import IMAGE_TIERS, Event, FinishReason, Request, State
-
-DEFAULT_MODEL = os.environ.get("OPTASCAN_MODEL", "demo")
+from .common import add_model_option, check_image_paths
 
 
 def add_parser(commands: Any, name: str) -> None:
@@ -27,9 +24,7 @@ def add_parser(commands: Any, name: str) -> None:
         epilog="example: optascan scan --model ./my-model photo.jpg \"What is on the shelf?\"")
     p.add_argument("inputs", nargs="+", metavar="IMAGE... PROMPT",
                    help="image paths (zero or more), then the prompt")
-    p.add_argument("--model", "-m", default=DEFAULT_MODEL,
-                   help="model directory, catalog name or cached hub repo id (default: %(default)s; "
-                        "env OPTASCAN_MODEL)")
+    add_model_option(p)
     p.add_argument("--max-tokens", type=int, default=256, help="most tokens to generate (default: 256)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: 0)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default: 1, off)")
@@ -55,9 +50,7 @@ def run(args: argparse.Namespace) -> int:
                       top_p=args.top_p, top_k=args.top_k, seed=args.seed, stop=args.stop,
                       repetition_penalty=args.repetition_penalty, ignore_eos=args.ignore_eos,
                       image_tier=args.image_tier)
-    for image in images:  # fail before the slow model load on a mistyped path
-        if not os.path.isfile(image):
-            raise ImageNotFound(f"image not found: {image!r}")
+    check_image_paths(images)
     from ..engine.engine import load  # imported late: --help and bad arguments stay instant
 
     status = StatusLine(sys.stderr, answer_on_same_screen=sys.stdout.isatty())
