@@ -7,7 +7,7 @@ import shutil
 import sys
 from typing import Any
 
-from ..errors import InvalidRequest, ModelNotFound
+from ..errors import InvalidRequest
 
 
 def add_parser(commands: Any, name: str) -> None:
@@ -19,36 +19,27 @@ def add_parser(commands: Any, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from huggingface_hub import constants
-
-    from ..models.pull import repo_for
-    from ..models.store import installed_models
+    from ..models.store import find_installed, installed_models
 
     if bool(args.model) == bool(args.all):
         raise InvalidRequest("name one model, or pass --all", hint="optascan rm NAME  |  optascan rm --all")
-    installed = installed_models()
     if args.all:
-        targets = [m.repo_id for m in installed]
+        targets = installed_models()
         if not targets:
             print("nothing to delete")
             return 0
         if not args.yes:
-            answer = input(f"delete {len(targets)} models ({', '.join(targets)})? [y/N] ") if sys.stdin.isatty() else ""
+            names = ", ".join(m.repo_id for m in targets)
+            answer = input(f"delete {len(targets)} models ({names})? [y/N] ") if sys.stdin.isatty() else ""
             if answer.strip().lower() not in ("y", "yes"):
                 print("nothing deleted")
                 return 1
     else:
-        repo_id = repo_for(args.model)
-        if repo_id not in {m.repo_id for m in installed}:
-            raise ModelNotFound(f"{args.model!r} is not downloaded", hint="see 'optascan models'")
-        targets = [repo_id]
-    cache = constants.HF_HUB_CACHE
-    freed = 0
-    for repo_id in targets:
-        folder = f"models--{repo_id.replace('/', '--')}"
-        freed += next(m.size_on_disk for m in installed if m.repo_id == repo_id)
-        shutil.rmtree(f"{cache}/{folder}")
-        shutil.rmtree(f"{cache}/.locks/{folder}", ignore_errors=True)
-        print(f"deleted {repo_id}")
-    print(f"freed {freed / 1000**2:,.1f} MB")
+        targets = [find_installed(args.model)]
+    for model in targets:
+        shutil.rmtree(model.repo_dir)
+        # huggingface_hub's lock files live beside the repos, in .locks/<repo folder>
+        shutil.rmtree(model.repo_dir.parent / ".locks" / model.repo_dir.name, ignore_errors=True)
+        print(f"deleted {model.repo_id}")
+    print(f"freed {sum(m.size_on_disk for m in targets) / 1000**2:,.1f} MB")
     return 0

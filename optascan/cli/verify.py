@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import IntegrityError, ModelNotFound
+from ..errors import IntegrityError
 
 
 def add_parser(commands: Any, name: str) -> None:
@@ -17,16 +17,12 @@ def add_parser(commands: Any, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..models.integrity import verify_snapshot
-    from ..models.pull import repo_for
-    from ..models.store import installed_models
+    from ..models.store import find_installed
 
-    repo_id = repo_for(args.model)
-    found = next((m for m in installed_models() if m.repo_id == repo_id), None)
-    if found is None:
-        raise ModelNotFound(f"{args.model!r} is not downloaded", hint=f"optascan pull {args.model}")
+    found = find_installed(args.model)
     report = verify_snapshot(found.path)
     if not report.ok:
         raise IntegrityError(f"{len(report.bad)} of {report.files} files are damaged: {', '.join(report.bad)}",
                              hint=f"optascan rm {args.model} && optascan pull {args.model}")
-    print(f"{repo_id}: {report.files} files OK ({found.path})")
+    print(f"{found.repo_id}: {report.files} files OK ({found.path})")
     return 0

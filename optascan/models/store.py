@@ -13,6 +13,23 @@ class InstalledModel:
     path: Path  # the newest snapshot
     revision: str  # its commit
 
+    @property
+    def repo_dir(self) -> Path:
+        """The repo's folder in the cache (models--org--name), holding blobs, snapshots and refs."""
+        return self.path.parent.parent
+
+
+def find_installed(name: str) -> InstalledModel:
+    """The installed model for a catalog name or repo id; ModelNotFound naming the pull command if absent."""
+    from ..errors import ModelNotFound
+    from .pull import repo_for
+
+    repo_id = repo_for(name)
+    found = next((m for m in installed_models() if m.repo_id == repo_id), None)
+    if found is None:
+        raise ModelNotFound(f"{name!r} is not downloaded", hint=f"optascan pull {name}")
+    return found
+
 
 def installed_models(cache_dir: str | Path | None = None) -> list[InstalledModel]:
     """Models in the HF cache (``HF_HUB_CACHE`` / ``HF_HOME`` decide where), newest snapshot each."""
