@@ -94,9 +94,9 @@ def pull(name: str, *, revision: str | None = None, cancel: CancelToken | None =
         if cancel.cancelled:
             return PullResult(repo_id, commit, snapshot, downloaded, True)
         _link(snapshot, f, blobs)
-    (repo_dir / "refs").mkdir(exist_ok=True)
-    (repo_dir / "refs" / revision).parent.mkdir(parents=True, exist_ok=True)
-    (repo_dir / "refs" / revision).write_text(commit)
+    ref = repo_dir / "refs" / revision  # a revision like refs/pr/1 nests folders
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    ref.write_text(commit)
     progress.phase(Phase.DONE)
     return PullResult(repo_id, commit, snapshot, downloaded, False)
 
