@@ -19,9 +19,6 @@ class RequestClock:
         self.first_token: float | None = None
         self.last_token: float | None = None
 
-    def now(self) -> float:
-        return self._now()
-
     def start(self) -> None:
         self.started = self._now()
 
