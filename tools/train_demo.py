@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import json
 import math
 import platform
@@ -28,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from optascan.demo.scenes import COLOURS, NUMBERS, POSITIONS, SHAPES, sample  # noqa: E402
 from optascan.testing.tiny import _chat_template  # noqa: E402
 
-IMAGE_SIZE, PATCH = 128, 16  # 8×8 = 64 image tokens
+# 96 px in 32 px patches: a 3×3 grid whose left/right/top/bottom/centre cells are the scene's five regions, so
+# each shape sits in one image token. (128 px in 16 px patches learned "where" and "shapes" far more slowly.)
+IMAGE_SIZE, PATCH = 96, 32
 TRAIN_SEED_BASE = 10_000_000
 SPECIALS = ["<s>", "<pad>", "<|im_start|>", "<|im_end|>", "<image>"]
 TEMPLATE = _chat_template("llava")  # the same ChatML-style template as the tiny test checkpoints
@@ -103,23 +106,38 @@ def example(seed: int, processor, rng: random.Random, turns: int = 4):
 
     image, _, qs = sample(seed)
     qs = rng.sample(qs, min(turns, len(qs)))
+    if rng.random() < 0.5:  # the eval's photos arrive as JPEGs: train on their artefacts too
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=rng.randint(70, 95))
+        image = Image.open(buf).convert("RGB")
     resample = rng.choice([Image.Resampling.BICUBIC, Image.Resampling.BILINEAR, Image.Resampling.LANCZOS])
     pixels = np.asarray(image.resize((IMAGE_SIZE, IMAGE_SIZE), resample), dtype=np.uint8)
-    tok = processor.tokenizer
     ids: list[int] = []
     labelled: list[bool] = []
     for i, q in enumerate(qs):
-        content = ([{"type": "image"}] if i == 0 else []) + [{"type": "text", "text": q.text}]
-        prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                               tokenize=False)
-        if i:
-            prompt = "\n" + prompt[len(tok.bos_token):]  # continue the chat: no second <s>
-        prompt = prompt.replace("<image>", "<image>" * (IMAGE_SIZE // PATCH) ** 2)
-        prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        answer_ids = tok(q.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        prompt_ids, answer_ids = _turn_ids(processor, q.text, q.answer, first=i == 0)
         ids += prompt_ids + answer_ids
         labelled += [False] * len(prompt_ids) + [True] * len(answer_ids)
     return pixels, ids, labelled, qs[0].kind
+
+
+_TURNS: dict[tuple, tuple[list[int], list[int]]] = {}
+
+
+def _turn_ids(processor, question: str, answer: str, first: bool) -> tuple[list[int], list[int]]:
+    """Token ids of one chat turn, cached: the question set is small and the Jinja template is slow."""
+    key = (question, answer, first)
+    if key not in _TURNS:
+        tok = processor.tokenizer
+        content = ([{"type": "image"}] if first else []) + [{"type": "text", "text": question}]
+        prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                               tokenize=False)
+        if not first:
+            prompt = "\n" + prompt[len(tok.bos_token):]  # continue the chat: no second <s>
+        prompt = prompt.replace("<image>", "<image>" * (IMAGE_SIZE // PATCH) ** 2)
+        _TURNS[key] = (tok(prompt, add_special_tokens=False)["input_ids"],
+                       tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+    return _TURNS[key]
 
 
 class Stream(torch.utils.data.IterableDataset):
@@ -174,12 +192,16 @@ def train(path: Path, steps: int, batch: int, lr: float, workers: int, max_secon
                                          prefetch_factor=4 if workers else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = min(300, steps // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
     start, losses = time.time(), []
     for step, (pixels, ids, labels, mask, _) in enumerate(loader):
-        if step >= steps or time.time() - start > max_seconds:  # a safety stop inside the device's time limit
+        elapsed = time.time() - start
+        if step >= steps or elapsed > max_seconds:  # a safety stop inside the device's time limit
             break
+        # Cosine decay over steps or over the time limit, whichever ends first, so a run cut short by the
+        # device's limit still ends at a low learning rate (only runs that hit the time limit depend on speed).
+        progress = min(1.0, max(step / steps, elapsed / max_seconds))
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * progress))
         pixel_values = ((pixels.to(device).permute(0, 3, 1, 2).float() / 255.0) - mean) / std
         with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
             out = model(input_ids=ids.to(device), attention_mask=mask.to(device), pixel_values=pixel_values,
@@ -188,7 +210,6 @@ def train(path: Path, steps: int, batch: int, lr: float, workers: int, max_secon
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        schedule.step()
         losses.append(out.loss.item())
         if step % 250 == 0 or step == steps - 1:
             print(f"step {step:5d} loss {sum(losses[-50:]) / len(losses[-50:]):.4f} "

@@ -29,6 +29,18 @@ QWEN_3B = dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, 
                num_key_value_heads=2)
 
 
+_BUILT: dict[str, Path] = {}
+
+
+def checkpoint(size) -> Path:
+    """One random Qwen2-VL checkpoint per size, shared by the checks (a 3B one takes a minute to write)."""
+    key = repr(size)
+    if key not in _BUILT:
+        _BUILT[key] = build_tiny_checkpoint("qwen2_vl", ROOT / f"ckpt-{len(_BUILT)}", text_size=size,
+                                            dtype="bfloat16")
+    return _BUILT[key]
+
+
 def used(device: str) -> int:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -37,7 +49,7 @@ def used(device: str) -> int:
 
 
 def check_estimate_matches_allocation(record, device, size):
-    path = build_tiny_checkpoint("qwen2_vl", ROOT / f"est-{size}", text_size=size, dtype="bfloat16")
+    path = checkpoint(size)
     dtype = "bfloat16" if device != "cpu" else "float32"
     est = optascan.estimate_memory(path, dtype=dtype, context_tokens=2048)
     before = used(device)
@@ -46,13 +58,18 @@ def check_estimate_matches_allocation(record, device, size):
         record.update(estimate_weights=est.weights_bytes, measured_weights=weights or engine.info.weight_bytes)
         if device.startswith("cuda"):
             assert abs(weights - est.weights_bytes) <= 0.10 * est.weights_bytes, (weights, est.weights_bytes)
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
         result = engine.generate(prompt="Describe. " * 100, max_tokens=64, ignore_eos=True)
-        record["prompt_tokens"] = result.usage.prompt_tokens
-        record["estimate_kv_per_token"] = est.kv_bytes_per_token
+        tokens = result.usage.prompt_tokens + result.usage.completion_tokens
+        record.update(prompt_tokens=result.usage.prompt_tokens, estimate_kv_per_token=est.kv_bytes_per_token,
+                      estimate_kv_bytes=est.kv_bytes_per_token * tokens)
+        if device.startswith("cuda"):  # KV cache + activations above the weights, for the record
+            record["measured_peak_above_weights"] = torch.cuda.max_memory_allocated() - before - weights
 
 
 def check_load_unload_returns_memory(record, device, size):
-    path = build_tiny_checkpoint("qwen2_vl", ROOT / f"cycle-{size}", text_size=size, dtype="bfloat16")
+    path = checkpoint(size)
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -71,7 +88,7 @@ def check_load_unload_returns_memory(record, device, size):
 
 
 def check_48mp_photo_on_3b_architecture(record, device, size):
-    path = build_tiny_checkpoint("qwen2_vl", ROOT / "big", text_size=size, dtype="bfloat16")
+    path = checkpoint(size)
     photo = Image.new("RGB", (8000, 6000), (120, 160, 200))
     with optascan.load(path, device=device) as engine:
         result = engine.generate(prompt="What is this?", images=[photo], max_tokens=8, ignore_eos=True,
