@@ -110,7 +110,7 @@ def example(seed: int, processor, rng: random.Random, turns: int = 4):
         buf = io.BytesIO()
         image.save(buf, format="JPEG", quality=rng.randint(70, 95))
         image = Image.open(buf).convert("RGB")
-    resample = rng.choice([Image.Resampling.BICUBIC, Image.Resampling.BILINEAR, Image.Resampling.LANCZOS])
+    resample = rng.choice([Image.Resampling.BICUBIC, Image.Resampling.BILINEAR])
     pixels = np.asarray(image.resize((IMAGE_SIZE, IMAGE_SIZE), resample), dtype=np.uint8)
     ids: list[int] = []
     labelled: list[bool] = []
@@ -175,7 +175,8 @@ def collate(batch):
     return pixels, ids, labels, mask, [b[3] for b in batch]
 
 
-def train(path: Path, steps: int, batch: int, lr: float, workers: int, max_seconds: float) -> None:
+def train(path: Path, steps: int, batch: int, lr: float, workers: int, max_seconds: float, data_seed: int) -> None:
+    """Train the weights in ``path`` further (a fresh ``init`` or an earlier run: runs chain, see training.json)."""
     import torch
     import transformers
     from transformers import AutoProcessor, LlavaForConditionalGeneration
@@ -187,10 +188,11 @@ def train(path: Path, steps: int, batch: int, lr: float, workers: int, max_secon
     mean = torch.tensor(ip.image_mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(ip.image_std, device=device).view(1, 3, 1, 1)
     model = LlavaForConditionalGeneration.from_pretrained(path, dtype=torch.float32).to(device).train()
-    loader = torch.utils.data.DataLoader(Stream(path, 0), batch_size=batch, num_workers=workers,
+    loader = torch.utils.data.DataLoader(Stream(path, data_seed), batch_size=batch, num_workers=workers,
                                          collate_fn=collate, persistent_workers=workers > 0,
                                          prefetch_factor=4 if workers else None)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98),
+                                  fused=device == "cuda")
     warmup = min(300, steps // 10)
     start, losses = time.time(), []
     for step, (pixels, ids, labels, mask, _) in enumerate(loader):
@@ -225,8 +227,11 @@ def train(path: Path, steps: int, batch: int, lr: float, workers: int, max_secon
         "steps": steps, "steps_run": len(losses), "batch": batch, "lr": lr, "train_wall_s": round(wall, 1),
         "final_loss": sum(losses[-100:]) / len(losses[-100:]),
         "params": sum(p.numel() for p in model.parameters()),
-        "teacher_forced_accuracy": accuracy,
+        "data_seed": data_seed, "teacher_forced_accuracy": accuracy,
     }
+    previous = path / "training.json"
+    if previous.is_file():  # this run continued an earlier one: keep the chain
+        record["continued_from"] = json.loads(previous.read_text())
     (path / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
 
@@ -262,11 +267,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--workers", type=int, default=12)
     parser.add_argument("--max-seconds", type=float, default=1e9)
+    parser.add_argument("--data-seed", type=int, default=0, help="a new value per continued run: new scenes")
     args = parser.parse_args()
     if args.action == "init":
         init(args.path)
     else:
-        train(args.path, args.steps, args.batch, args.lr, args.workers, args.max_seconds)
+        train(args.path, args.steps, args.batch, args.lr, args.workers, args.max_seconds, args.data_seed)
 
 
 if __name__ == "__main__":

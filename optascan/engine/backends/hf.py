@@ -219,7 +219,8 @@ class HFBackend:
         torch_device.trim_cache(self.device, self.cache_limit)
 
     def close(self) -> None:
-        self.model = None  # type: ignore[assignment]
+        # Every reference to the weights goes, the hooked submodules too, or device memory never comes back.
+        self.model = self.vision_tower = self.language_model = None  # type: ignore[assignment]
         gc.collect()
         torch_device.release_after_oom(self.device)
 
