@@ -95,7 +95,7 @@ def init(out: Path) -> None:
     print(f"initialised {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params in {out}")
 
 
-def example(seed: int, processor, rng: random.Random, turns: int = 4):
+def example(seed: int, processor, rng: random.Random, turns: int = 5):
     """One training example: (uint8 HWC image at the input size, ids, label mask, first question's kind).
 
     Up to ``turns`` questions about the same image as a multi-turn chat (shuffled): several answers per

@@ -48,7 +48,11 @@ class Question:
 def random_scene(rng: random.Random, size: tuple[int, int] | None = None) -> Scene:
     count = rng.randint(1, 5)
     positions = rng.sample(POSITIONS, count)
-    items = tuple(Item(rng.choice(SHAPES), rng.choice(list(COLOURS)), p) for p in positions)
+    items = [Item(rng.choice(SHAPES), rng.choice(list(COLOURS)), p) for p in positions]
+    if count >= 2 and rng.random() < 0.4:  # repeats ("two red circles"), rare by chance alone
+        twins = rng.randint(2, count)
+        items = [Item(items[0].shape, items[0].colour, i.position) if k < twins else i for k, i in enumerate(items)]
+    items = tuple(items)
     used = {COLOURS[i.colour] for i in items}
     background = _background(rng, used)
     if size is None:
@@ -108,14 +112,16 @@ def questions(scene: Scene, rng: random.Random) -> list[Question]:
         shape = rng.choice(unique_shapes)
         item = next(i for i in scene.items if i.shape == shape)
         out.append(Question("colour", f"What colour is the {shape}?", item.colour))
-    shape = rng.choice(SHAPES)
-    if rng.random() < 0.5:
-        n = shapes.count(shape)
-        out.append(Question("count", f"How many {shape}s are there?", NUMBERS[n]))
-    else:
-        colour = rng.choice([i.colour for i in scene.items] + [rng.choice(list(COLOURS))])
-        n = sum(1 for i in scene.items if i.shape == shape and i.colour == colour)
-        out.append(Question("count", f"How many {colour} {shape}s are there?", NUMBERS[n]))
+    # Two counts, by shape and by colour and shape. Each asks about something in the scene half the time and
+    # about a random one (often 0) otherwise, so the answers spread over 0–5.
+    present = rng.choice(scene.items) if rng.random() < 0.5 else None
+    shape = present.shape if present else rng.choice(SHAPES)
+    out.append(Question("count", f"How many {shape}s are there?", NUMBERS[shapes.count(shape)]))
+    present = rng.choice(scene.items) if rng.random() < 0.5 else None
+    shape = present.shape if present else rng.choice(SHAPES)
+    colour = present.colour if present else rng.choice(list(COLOURS))
+    n = sum(1 for i in scene.items if i.shape == shape and i.colour == colour)
+    out.append(Question("count", f"How many {colour} {shape}s are there?", NUMBERS[n]))
     pairs = [(i.colour, i.shape) for i in scene.items]
     unique = [i for i in scene.items if pairs.count((i.colour, i.shape)) == 1]
     if unique:
