@@ -6,8 +6,10 @@ waits leaves the queue at once (the canceller's thread emits its final event).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +23,15 @@ from .conversation import Conversation
 from .progress import RequestClock
 
 log = logging.getLogger(__name__)
+# Workers not closed by their owner are closed at interpreter exit: a daemon thread still inside torch while
+# the interpreter finalizes aborts the process ("terminate called without an active exception").
+_LIVE: weakref.WeakSet[Worker] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_workers() -> None:
+    for worker in list(_LIVE):
+        worker.close(timeout=5.0)
 
 
 @dataclass(eq=False)
@@ -54,6 +65,7 @@ class Worker:
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name=f"optascan-worker-{name}", daemon=True)
         self._thread.start()
+        _LIVE.add(self)
 
     @property
     def queue_depth(self) -> int:

@@ -14,6 +14,7 @@ from PIL import Image
 import optascan
 from optascan import CancelToken, FinishReason, Request, State, VisionNotSupported
 from optascan.engine.detokenize import IncrementalDetokenizer
+from optascan.errors import EngineClosed
 
 VLM_FAMILIES = ["llava", "qwen2_vl", "idefics3"]
 ALL_FAMILIES = [*VLM_FAMILIES, "llama_text"]
@@ -389,3 +390,16 @@ def test_out_of_memory_before_the_first_token_retries_once_with_a_smaller_image_
             handle.remove()
         assert engine.generate(prompt="x", images=[Image.new("RGB", (80, 60))], max_tokens=2,
                                ignore_eos=True).usage.completion_tokens == 2
+
+
+def test_an_engine_left_open_is_closed_at_interpreter_exit(tiny_dir):
+    # A daemon worker still inside torch while the interpreter finalizes can abort the process; the atexit hook
+    # closes every live worker first.
+    from optascan.engine import worker
+
+    engine = optascan.load(tiny_dir("llama_text"), device="cpu")
+    worker._close_live_workers()
+    assert not engine._worker._thread.is_alive()
+    with pytest.raises(EngineClosed):
+        engine.generate(prompt="hi", max_tokens=2)
+    engine.close()  # still safe to call
