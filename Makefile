@@ -6,7 +6,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
-DEMO_MODEL := .tiny/llava
 
 .PHONY: setup demo test lint clean
 
@@ -18,12 +17,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-# Until the trained demo model lands (issue #4), the scan runs on a tiny random-weight LLaVA checkpoint
-# that this builds: the answer is gibberish, but every stage (image, processor, vision tower, streaming)
-# is the real one.
+# The default model is the demo VLM shipped inside the package (optascan/models/demo): no download.
 demo: setup
-	test -d $(DEMO_MODEL) || $(BIN)/python -m optascan.testing.tiny $(DEMO_MODEL) --family llava
-	$(BIN)/optascan scan --model $(DEMO_MODEL) examples/shelf.jpg "What is on the shelf?" --max-tokens 40 --seed 0
+	$(BIN)/optascan scan examples/shapes.jpg "How many red circles are there?"
 
 test: setup
 	$(BIN)/python -m pytest -q

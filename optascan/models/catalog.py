@@ -32,8 +32,8 @@ class CatalogEntry:
 
 
 CATALOG: tuple[CatalogEntry, ...] = (
-    CatalogEntry("demo", None, None, 5 * 1000**2, 2_400_000, True, "Apache-2.0", False,
-                 "tiny shapes-and-colours demo, shipped in the package"),
+    CatalogEntry("demo", None, None, 10_815_048, 5_400_896, True, "Apache-2.0", False,
+                 "tiny shapes-and-colours demo, shipped in the package (see its model card)"),
     CatalogEntry("smolvlm-256m", "HuggingFaceTB/SmolVLM-256M-Instruct", None, int(0.51 * GB), 256_000_000, True,
                  "Apache-2.0", False, "smallest useful VLM; phones and laptops"),
     CatalogEntry("smolvlm-500m", "HuggingFaceTB/SmolVLM-500M-Instruct", None, int(1.02 * GB), 507_000_000, True,
