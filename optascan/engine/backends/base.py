@@ -33,6 +33,7 @@ class Prepared:
     image_tokens: int
     prompt_tail: tuple[int, ...]  # last prompt ids: spacing context for the detokenizer
     metadata: dict = field(default_factory=dict)
+    image_key: str = ""  # a digest of the image inputs: equal token ids do not mean equal pictures
 
 
 # Called by the backend with each new token id; returns False to stop after this token.

@@ -24,28 +24,38 @@ from transformers import (
     AutoModelForImageTextToText,
     AutoProcessor,
     AutoTokenizer,
+    DynamicCache,
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
-    StoppingCriteria,
     StoppingCriteriaList,
 )
-from transformers.generation.streamers import BaseStreamer
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from ...errors import InvalidRequest, ModelLoadError, OptascanError, VisionNotSupported
-from ...images.tokens import ProcessorLimits, processor_limits
 from ...models.estimate import kv_bytes_per_token
 from ..cancel import CancelledRun, CancelToken
 from ..conversation import Conversation
 from ..memory import cache_limit_bytes, looks_like_oom, out_of_memory
+from ..prefix import reusable_length
 from . import torch_device
 from .base import OnToken, Prepared, Sampling
-from .torch_sampling import choose_token
+from .hf_adapters import Chooser, Stopper, Streamer
+from .hf_inspect import (
+    CACHE_KWARG,
+    eos_ids,
+    image_inputs_digest,
+    image_limits,
+    image_processor_config,
+    image_token_id,
+)
 
 log = logging.getLogger(__name__)
 _VISION_TOWERS = ("vision_tower", "visual", "vision_model")
 _LANGUAGE_MODELS = ("language_model", "text_model")
+# Families whose follow-ups reuse the previous request's KV cache: each is checked token-identical against a
+# cold run (tests/integration/test_prefix_reuse.py). Others prefill from scratch every time.
+_PREFIX_REUSE_FAMILIES = frozenset({"llava", "qwen2_vl", "qwen2_5_vl", "idefics3", "llama"})
 
 
 class HFBackend:
@@ -69,10 +79,10 @@ class HFBackend:
         except (OSError, ValueError, KeyError, ImportError, RuntimeError) as err:
             raise ModelLoadError(f"cannot load the model in {str(path)!r}: {err}") from err
         self.model_type = config.model_type
-        self.image_processor_config = _image_processor_config(self.processor)
-        self.image_limits = _image_limits(self.model_type, self.image_processor_config)
-        self.eos_token_ids = frozenset(_eos_ids(self.model, self.tokenizer))
-        self.image_token_id = _image_token_id(self.model.config)
+        self.image_processor_config = image_processor_config(self.processor)
+        self.image_limits = image_limits(self.model_type, self.image_processor_config)
+        self.eos_token_ids = frozenset(eos_ids(self.model, self.tokenizer))
+        self.image_token_id = image_token_id(self.model.config)
         self.weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         text_config = getattr(self.model.config, "text_config", None) or self.model.config
         self.kv_bytes_per_token = kv_bytes_per_token(text_config.to_dict(), torch.finfo(self.dtype).bits // 8)
@@ -83,6 +93,10 @@ class HFBackend:
         self._stage = "preprocessing"  # where an error happened, for OOM messages
         self._language_calls = 0
         self._install_stage_hooks()
+        self.reuses_prefix = self.model_type in _PREFIX_REUSE_FAMILIES
+        self._kept_ids: list[int] = []  # the tokens whose keys and values _kept_cache holds
+        self._kept_cache: DynamicCache | None = None
+        self._kept_image_key = ""
 
     # --- preprocessing -------------------------------------------------------------------------------
     def prepare(self, conversation: Conversation, images: Sequence[Any]) -> Prepared:
@@ -99,11 +113,12 @@ class HFBackend:
                 encoded = self.tokenizer([text], return_tensors="pt", add_special_tokens=False)
         except (ValueError, TypeError) as err:
             raise InvalidRequest(f"the model's processor rejected the request: {err}") from err
+        image_key = image_inputs_digest(encoded) if self.reuses_prefix and images else ""
         inputs = {k: self._to_device(v) for k, v in encoded.items()}
         ids = inputs["input_ids"][0]
         image_tokens = int((ids == self.image_token_id).sum()) if self.image_token_id is not None else 0
         return Prepared(inputs=inputs, prompt_tokens=int(ids.shape[0]), image_tokens=image_tokens,
-                        prompt_tail=tuple(ids[-8:].tolist()))
+                        prompt_tail=tuple(ids[-8:].tolist()), image_key=image_key)
 
     def _template(self, owner: Any, messages: list[dict]) -> str:
         if not getattr(owner, "chat_template", None):
@@ -152,8 +167,8 @@ class HFBackend:
     def generate(self, prepared: Prepared, sampling: Sampling, cancel: CancelToken, on_token: OnToken) -> None:
         generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
         banned = sorted(self.eos_token_ids) if sampling.ignore_eos else None
-        stopper = _Stopper(cancel)
-        # ignore_eos works by banning the eos ids in _Chooser: generate() would refill an unset
+        stopper = Stopper(cancel)
+        # ignore_eos works by banning the eos ids in Chooser: generate() would refill an unset
         # eos_token_id from the model's generation_config anyway.
         config = GenerationConfig(
             max_new_tokens=sampling.max_tokens, do_sample=False, num_beams=1,
@@ -162,18 +177,68 @@ class HFBackend:
             else next(iter(self.eos_token_ids), 0),
         )
         self._cancel, self._stage, self._language_calls = cancel, "prefill", 0
+        ids = prepared.inputs["input_ids"][0].tolist()
+        inputs, cache_kwargs = self._reuse_prefix(prepared, ids)
+        image_key = prepared.image_key
+        generated: list[int] = []
+
+        def collect(token_id: int) -> bool:
+            generated.append(token_id)
+            return on_token(token_id)
+
         try:
             with torch.inference_mode():
                 self.model.generate(
-                    **prepared.inputs, generation_config=config,
+                    **inputs, **cache_kwargs, generation_config=config,
                     logits_processor=LogitsProcessorList(
                         ([self._grammar_processor(sampling.json_schema)] if sampling.json_schema else [])
-                        + [_Chooser(sampling, generator, banned)]),
+                        + [Chooser(sampling, generator, banned)]),
                     stopping_criteria=StoppingCriteriaList([stopper]),
-                    streamer=_Streamer(on_token, stopper),
+                    streamer=Streamer(collect, stopper),
                 )
+        except CancelledRun:  # raised before a forward pass: the cache is whole, keep it
+            self._keep_prefix(cache_kwargs, ids + generated, image_key)
+            raise
+        except BaseException:  # a forward pass may have stopped half-way through the layers
+            self.forget_prefix()
+            raise
+        else:
+            self._keep_prefix(cache_kwargs, ids + generated, image_key)
         finally:
             self._cancel = None
+
+    # --- prefix reuse (see engine/prefix.py) ---------------------------------------------------------
+    def _reuse_prefix(self, prepared: Prepared, ids: list[int]) -> tuple[dict, dict]:
+        """The inputs and cache argument for generate(): the kept cache cut to the shared prefix, or a fresh one."""
+        if not self.reuses_prefix:
+            return prepared.inputs, {}
+        same_images = self._kept_cache is not None and self._kept_image_key == prepared.image_key
+        shared = reusable_length(self._kept_ids, ids, self.image_token_id) if same_images else 0
+        prepared.metadata["prefix_reused_tokens"] = shared
+        if not shared:
+            self.forget_prefix()  # before the new request allocates: its memory comes back first
+            return prepared.inputs, {CACHE_KWARG: DynamicCache()}
+        cache, self._kept_cache, self._kept_ids = self._kept_cache, None, []
+        surplus = cache.get_seq_length() - shared
+        if surplus:
+            cache.crop(-surplus)  # negative: tokens to drop (5.24 refuses a length; 5.17 takes either)
+        # the image's features are in the cache: no pixels, so no vision encoding
+        text_only = {k: v for k, v in prepared.inputs.items() if k in ("input_ids", "attention_mask")}
+        return text_only, {CACHE_KWARG: cache}
+
+    def _keep_prefix(self, cache_kwargs: dict, tokens: list[int], image_key: str) -> None:
+        cache = cache_kwargs.get(CACHE_KWARG)
+        if cache is not None:
+            self._kept_cache, self._kept_ids = cache, tokens[: cache.get_seq_length()]
+            self._kept_image_key = image_key
+
+    def forget_prefix(self) -> None:
+        """Drop the kept KV cache (its device memory comes back on the next trim)."""
+        self._kept_cache, self._kept_ids = None, []
+
+    @property
+    def kept_prefix_bytes(self) -> int:
+        return len(self._kept_ids) * self.kv_bytes_per_token
 
     def _install_stage_hooks(self) -> None:
         inner = getattr(self.model, "model", self.model)
@@ -206,6 +271,7 @@ class HFBackend:
             isinstance(error, RuntimeError) and looks_like_oom(str(error)))
         if not is_oom:
             return None
+        self.forget_prefix()
         torch_device.release_after_oom(self.device)
         where = self._stage if stage == "generation" else stage
         return out_of_memory(str(error), device=self.device, free_bytes=torch_device.free_bytes(self.device),
@@ -213,106 +279,15 @@ class HFBackend:
 
     def request_budget_bytes(self) -> int | None:
         free = torch_device.free_bytes(self.device)
-        return None if free is None else int(free * self.memory_fraction)
+        # the kept prefix cache counts as free: a request that does not reuse it drops it first
+        return None if free is None else int((free + self.kept_prefix_bytes) * self.memory_fraction)
 
     def after_request(self) -> None:
         torch_device.trim_cache(self.device, self.cache_limit)
 
     def close(self) -> None:
         # Every reference to the weights goes, the hooked submodules too, or device memory never comes back.
+        self.forget_prefix()
         self.model = self.vision_tower = self.language_model = None  # type: ignore[assignment]
         gc.collect()
         torch_device.release_after_oom(self.device)
-
-
-class _Chooser(LogitsProcessor):
-    """Makes the token choice itself and leaves generate() a one-hot row, so its greedy pick is ours.
-
-    Plain greedy decoding needs no choice of ours (generate's argmax is the same argmax), so that path only
-    masks banned ids in place: no extra kernels, no host round trip per token.
-    """
-
-    def __init__(self, sampling: Sampling, generator: torch.Generator, banned: list[int] | None) -> None:
-        self.sampling, self.generator, self.banned = sampling, generator, banned
-        self.plain_greedy = sampling.temperature == 0.0 and sampling.repetition_penalty == 1.0
-        self._banned_ids: torch.Tensor | None = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.plain_greedy:
-            if self.banned:
-                if self._banned_ids is None:  # built once per request, on the scores' device
-                    self._banned_ids = torch.tensor(self.banned, device=scores.device)
-                scores.index_fill_(1, self._banned_ids, -float("inf"))
-            return scores
-        chosen = choose_token(scores, input_ids, self.sampling, self.generator, self.banned)
-        one_hot = torch.full_like(scores, -float("inf"))
-        return one_hot.scatter_(1, chosen[:, None], 0.0)
-
-
-class _Stopper(StoppingCriteria):
-    def __init__(self, cancel: CancelToken) -> None:
-        self.cancel = cancel
-        self.stop = False
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        done = self.stop or self.cancel.cancelled
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
-
-
-class _Streamer(BaseStreamer):
-    def __init__(self, on_token: OnToken, stopper: _Stopper) -> None:
-        self.on_token, self.stopper = on_token, stopper
-        self.prompt_seen = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.prompt_seen:  # generate() first hands over the prompt
-            self.prompt_seen = True
-            return
-        for token_id in value.reshape(-1).tolist():
-            if not self.stopper.stop and not self.on_token(int(token_id)):
-                self.stopper.stop = True
-
-    def end(self) -> None:
-        pass
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids: set[int] = set()
-    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
-        value = getattr(source, "eos_token_id", None)
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, (list, tuple)):
-            ids.update(int(v) for v in value)
-    return ids
-
-
-def _image_processor_config(processor: Any) -> dict | None:
-    """The image processor's settings plus the processor-level keys that decide the image token count."""
-    image_processor = getattr(processor, "image_processor", None)
-    if image_processor is None:
-        return None
-    merged = dict(image_processor.to_dict())
-    for key in ("patch_size", "vision_feature_select_strategy", "num_additional_image_tokens", "image_seq_len",
-                "image_seq_length"):
-        if getattr(processor, key, None) is not None:
-            merged[key] = getattr(processor, key)
-    return merged
-
-
-def _image_limits(model_type: str, config: dict | None) -> ProcessorLimits | None:
-    if config is None:
-        return None
-    try:
-        return processor_limits(model_type, config)
-    except OptascanError:  # a family the table does not know: the tier alone sizes its images
-        log.info("no processor limits known for %s", model_type)
-        return None
-
-
-def _image_token_id(config: Any) -> int | None:
-    for key in ("image_token_id", "image_token_index"):
-        value = getattr(config, key, None)
-        if isinstance(value, int):
-            return value
-    return None
