@@ -4,6 +4,7 @@
     engine = pool.get("qwen2-vl-2b")                    # loads, evicting idle LRU models until it fits
     pool.release(engine, keep_alive_s=0)                # 0: unload when done; None: the pool's default (300 s)
     pool.sweep()                                        # unload models idle past their keep-alive
+    pool.start_sweeper(interval_s=5)                    # ... or let a background thread do it on time
 
 Pure bookkeeping: loading and unloading go through the ``load`` callable and ``Engine.close()``, and the
 clock is injectable, so tests run without models or waiting.
@@ -40,6 +41,8 @@ class ModelPool:
         self._load, self.budget_bytes, self.keep_alive_s, self._clock = load, budget_bytes, keep_alive_s, clock
         self._residents: dict[str, Resident] = {}
         self._lock = threading.RLock()  # loads are serialised: two at once could both "fit"
+        self._stop_sweeper = threading.Event()
+        self._sweeper: threading.Thread | None = None
 
     def get(self, name: str, *, estimated_bytes: int | None = None) -> Engine:
         """The engine for ``name``, loading it (after evicting idle LRU models) if needed; marks it in use."""
@@ -92,6 +95,20 @@ class ModelPool:
                 self._unload(resident)
             return [r.name for r in expired]
 
+    def start_sweeper(self, interval_s: float = 5.0) -> None:
+        """Sweep every ``interval_s`` on a daemon thread, so idle models unload on time without any traffic."""
+        if interval_s <= 0:
+            raise InvalidRequest("interval_s must be more than 0", field="interval_s")
+        if self._sweeper is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop_sweeper.wait(interval_s):
+                self.sweep()
+
+        self._sweeper = threading.Thread(target=loop, name="optascan-pool-sweeper", daemon=True)
+        self._sweeper.start()
+
     def loaded(self) -> list[dict]:
         with self._lock:
             now = self._clock()
@@ -105,6 +122,9 @@ class ModelPool:
             return sum(r.bytes for r in self._residents.values())
 
     def close(self) -> None:
+        self._stop_sweeper.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=5)
         with self._lock:
             for resident in list(self._residents.values()):
                 self._unload(resident)

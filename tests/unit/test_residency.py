@@ -1,5 +1,7 @@
 """Which models stay loaded: LRU by bytes and keep-alive, with an injected clock and scripted engines."""
 
+import time
+
 import pytest
 
 from optascan import Engine, ModelTooLarge
@@ -82,3 +84,19 @@ def test_explicit_unload_and_close():
     pool.get("c")
     pool.close()
     assert sorted(closed) == ["a", "b", "c"] and pool.loaded() == []
+
+
+def test_the_sweeper_unloads_idle_models_without_any_traffic():
+    pool, clock, _, closed = make_pool(keep_alive_s=300)
+    pool.release(pool.get("a"))
+    pool.start_sweeper(interval_s=0.01)
+    clock.now = 299.0
+    time.sleep(0.1)  # several sweeps, none due yet
+    assert closed == []
+    clock.now = 301.0
+    deadline = time.monotonic() + 5
+    while not closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert closed == ["a"] and pool.loaded() == []
+    pool.close()
+    assert not pool._sweeper.is_alive()
