@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from ..errors import GenerationFailed, OptascanError, OutOfMemory, RequestTooLarge
+from ..errors import GenerationFailed, InvalidRequest, OptascanError, OutOfMemory, RequestTooLarge
 from ..images.prepare import PreparedImage, prepare_image
 from ..types import IMAGE_TIERS, Event, FinishReason, Result, State, Usage
 from .backends.base import Backend, Prepared
@@ -68,10 +68,29 @@ def _attempt(run: _Run, job: Job, backend: Backend, tier: str) -> None:
     run.images = [prepare_image(source, tier=tier, settings=job.image_settings, limits=backend.image_limits)
                   for source in job.conversation.images]
     run.prepared(backend.prepare(job.conversation, [image.image for image in run.images]))
-    _check_fits(run.inputs, job.sampling.max_tokens, backend)
+    _fit_context(run, backend)
+    _check_fits(run.inputs, run.max_tokens, backend)
     check(job.cancel)  # before vision encoding and prefill (the backend checks again inside)
     run.enter(State.PREFILL)
     backend.generate(run.inputs, job.sampling, job.cancel, run.on_token)
+
+
+def _fit_context(run: _Run, backend: Backend) -> None:
+    """A prompt longer than the model's context is refused; a reply that would overrun it is capped (reported)."""
+    limit = getattr(backend, "context_length", None)
+    prompt = run.inputs.prompt_tokens if run.inputs else 0
+    if not limit:
+        return
+    if prompt >= limit:
+        raise InvalidRequest(
+            f"the prompt is {prompt} tokens ({run.inputs.image_tokens} of them image tokens); the model's context "
+            f"holds {limit}", field="messages",
+            hint="shorten the conversation, send fewer or smaller images (image_tier='saver'), or use a model with "
+                 "a longer context")
+    if run.max_tokens > limit - prompt:
+        run.metadata["max_tokens_capped"] = {"requested": run.max_tokens, "to": limit - prompt,
+                                             "context_length": limit}
+        run.max_tokens = limit - prompt
 
 
 def _check_fits(prepared: Prepared, max_tokens: int, backend: Backend) -> None:

@@ -22,6 +22,7 @@ class ScriptedBackend:
     device = "cpu"
     image_limits = None
     kv_bytes_per_token = 0
+    context_length: int | None = None
     supports_json_schema = False
     budget_bytes: int | None = None  # tests set it to exercise the per-request memory check
 

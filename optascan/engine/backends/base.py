@@ -48,6 +48,7 @@ class Backend(Protocol):
     image_limits: ProcessorLimits | None  # the processor's own size limits, to size images within them
     kv_bytes_per_token: int  # KV cache one token costs, for the per-request memory check
     supports_json_schema: bool  # constrained decoding available (a grammar library is installed)
+    context_length: int | None  # positions the model was built for (prompt + reply); None: unknown
 
     def request_budget_bytes(self) -> int | None:
         """Device memory a request may use now (free × the engine's fraction); None: no check."""

@@ -93,6 +93,7 @@ class HFBackend:
         self._stage = "preprocessing"  # where an error happened, for OOM messages
         self._language_calls = 0
         self._install_stage_hooks()
+        self.context_length = getattr(text_config, "max_position_embeddings", None)
         self.reuses_prefix = self.model_type in _PREFIX_REUSE_FAMILIES
         self._kept_ids: list[int] = []  # the tokens whose keys and values _kept_cache holds
         self._kept_cache: DynamicCache | None = None
