@@ -51,14 +51,15 @@ class Request:
     ``temperature=0`` means greedy decoding. ``top_k=0`` and ``top_p=1`` switch those filters off.
     ``ignore_eos`` keeps generating past the end-of-sequence token (for benchmarks and tests).
     ``image_tier`` caps image size: "quality" (2048 px), "balanced" (≈1 MP) or "battery" (≈0.4 MP); None
-    lets the engine's performance mode decide. ``json_schema`` constrains the output to JSON matching it
+    lets the engine's performance mode decide; so does ``max_tokens=None`` (saver 128, balanced 256,
+    performance 512). ``json_schema`` constrains the output to JSON matching it
     (constrained decoding; needs a grammar library: ``pip install 'optascan[structured]'``).
     """
 
     messages: Sequence[dict] | None = None
     prompt: str | None = None
     images: Sequence[Any] = ()
-    max_tokens: int = 256
+    max_tokens: int | None = None
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
@@ -89,7 +90,8 @@ class Request:
                                      field="images")
         elif not self.prompt or not self.prompt.strip():
             raise InvalidRequest("'prompt' is empty", field="prompt")
-        _check_int("max_tokens", self.max_tokens, 1, 1_000_000)
+        if self.max_tokens is not None:
+            _check_int("max_tokens", self.max_tokens, 1, 1_000_000)
         _check_float("temperature", self.temperature, 0.0, 10.0)
         _check_float("top_p", self.top_p, 0.0, 1.0, low_open=True)
         _check_int("top_k", self.top_k, 0, 1_000_000)

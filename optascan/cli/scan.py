@@ -25,7 +25,8 @@ def add_parser(commands: Any, name: str) -> None:
     p.add_argument("inputs", nargs="+", metavar="IMAGE... PROMPT",
                    help="image paths (zero or more), then the prompt")
     add_model_option(p)
-    p.add_argument("--max-tokens", type=int, default=256, help="most tokens to generate (default: 256)")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="most tokens to generate (default: the mode's: 128 saver, 256 balanced, 512 performance)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: 0)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default: 1, off)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (default: 0, off)")

@@ -86,7 +86,8 @@ class Engine:
         if conversation.images and not self.backend.supports_images:
             raise VisionNotSupported(f"{self.name} is a text-only model and cannot take images")
         seed = request.seed if request.seed is not None else secrets.randbits(63)
-        sampling = Sampling(max_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p,
+        max_tokens = request.max_tokens if request.max_tokens is not None else self.mode.max_tokens
+        sampling = Sampling(max_tokens=max_tokens, temperature=request.temperature, top_p=request.top_p,
                             top_k=request.top_k, seed=seed, repetition_penalty=request.repetition_penalty,
                             ignore_eos=request.ignore_eos, json_schema=_schema_text(request.json_schema))
         if sampling.json_schema and not self.backend.supports_json_schema:

@@ -1,8 +1,13 @@
 """Performance modes (the app's battery modes) and the thermal check before each generation.
 
-    saver        battery tier images (≈0.4 MP), half the CPU threads — laptops on battery, hot machines
-    balanced     balanced tier (≈1 MP), every CPU thread                            (the default)
-    performance  quality tier (2048 px), every CPU thread
+    saver        battery tier images (≈0.4 MP), 128 tokens by default, half the CPU threads — laptops on
+                 battery, hot machines
+    balanced     balanced tier (≈1 MP), 256 tokens, every CPU thread                  (the default)
+    performance  quality tier (2048 px), 512 tokens, every CPU thread
+
+On GPUs the modes change only what optascan controls (image size, reply length). They do not touch the
+GPU's power limit or clocks: those are device-wide settings that need root and affect every process on
+the card (``nvidia-smi -pl``), not something a library should change behind its user's back.
 
 Thermal: on NVIDIA GPUs the reading comes from NVML (``nvidia-ml-py``) when installed. At the GPU's
 slowdown threshold, or when it reports hardware slowdown, the policy either steps the request down to
@@ -24,6 +29,7 @@ class PerformanceMode:
     name: str
     image_tier: str
     cpu_threads: int
+    max_tokens: int  # for requests that leave max_tokens unset
 
 
 def _threads(share: float) -> int:
@@ -31,9 +37,9 @@ def _threads(share: float) -> int:
 
 
 MODES = {
-    "saver": PerformanceMode("saver", "battery", _threads(0.5)),
-    "balanced": PerformanceMode("balanced", "balanced", _threads(1.0)),
-    "performance": PerformanceMode("performance", "quality", _threads(1.0)),
+    "saver": PerformanceMode("saver", "battery", _threads(0.5), 128),
+    "balanced": PerformanceMode("balanced", "balanced", _threads(1.0), 256),
+    "performance": PerformanceMode("performance", "quality", _threads(1.0), 512),
 }
 
 

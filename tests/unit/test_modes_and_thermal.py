@@ -34,6 +34,13 @@ def test_modes_set_the_default_image_tier_and_a_request_can_override_it():
                 "tier"] == "balanced"
 
 
+def test_modes_set_the_default_reply_length_and_a_request_can_override_it():
+    for name, default in (("saver", 128), ("balanced", 256), ("performance", 512)):
+        with Engine(ScriptedBackend(*byte_tokens("x" * 600)), name="scripted", mode=name) as engine:
+            assert engine.generate(prompt="x").usage.completion_tokens == default
+            assert engine.generate(prompt="x", max_tokens=7).usage.completion_tokens == 7
+
+
 def test_thermal_policy_unit():
     assert apply_thermal_policy(None, "quality", "refuse") == "quality"  # nothing read, nothing claimed
     assert apply_thermal_policy(COOL, "quality", "step_down") == "quality"
