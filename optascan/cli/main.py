@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import OptascanError
-from . import history, models, optimize, pull, rm, scan, status, verify
+from . import history, models, optimize, pull, rm, scan, serve, status, verify
 
 COMMANDS = {"scan": scan, "optimize": optimize, "models": models, "pull": pull, "rm": rm, "verify": verify,
-            "status": status, "history": history}
+            "status": status, "history": history, "serve": serve}
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 

@@ -48,11 +48,8 @@ def run(args: argparse.Namespace) -> int:
         answers = ask(analysis.questions, given, input if interactive else None)
         result = session.answer(answers)
         if not args.no_history:
-            history = History()
-            try:
+            with History() as history:
                 scan_id = session.record(history)
-            finally:
-                history.close()
             print(f"saved as {scan_id} (optascan history show {scan_id})", file=sys.stderr)
     print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if args.json else result.markdown)
     return 0

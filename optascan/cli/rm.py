@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from typing import Any
 
@@ -19,7 +18,7 @@ def add_parser(commands: Any, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models.store import find_installed, installed_models
+    from ..models.store import delete_installed, find_installed, installed_models
 
     if bool(args.model) == bool(args.all):
         raise InvalidRequest("name one model, or pass --all", hint="optascan rm NAME  |  optascan rm --all")
@@ -37,9 +36,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         targets = [find_installed(args.model)]
     for model in targets:
-        shutil.rmtree(model.repo_dir)
-        # huggingface_hub's lock files live beside the repos, in .locks/<repo folder>
-        shutil.rmtree(model.repo_dir.parent / ".locks" / model.repo_dir.name, ignore_errors=True)
+        delete_installed(model)
         print(f"deleted {model.repo_id}")
     print(f"freed {sum(m.size_on_disk for m in targets) / 1000**2:,.1f} MB")
     return 0

@@ -117,6 +117,12 @@ class ModelPool:
                     for r in sorted(self._residents.values(), key=lambda r: r.last_used)]
 
     @property
+    def queue_depth(self) -> int:
+        """Requests waiting (not yet running) in the loaded models' queues."""
+        with self._lock:
+            return sum(r.engine.queue_depth for r in self._residents.values())
+
+    @property
     def used_bytes(self) -> int:
         with self._lock:
             return sum(r.bytes for r in self._residents.values())

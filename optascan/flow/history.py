@@ -136,6 +136,12 @@ class History:
     def export(self) -> str:
         return json.dumps([scan.to_dict() for scan in self.list(limit=1_000_000)], indent=2, ensure_ascii=False)
 
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self._db.close()
 

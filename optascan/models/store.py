@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,3 +48,9 @@ def installed_models(cache_dir: str | Path | None = None) -> list[InstalledModel
         newest = max(repo.revisions, key=lambda r: r.last_modified)
         models.append(InstalledModel(repo.repo_id, repo.size_on_disk, Path(newest.snapshot_path), newest.commit_hash))
     return sorted(models, key=lambda m: m.repo_id.lower())
+
+
+def delete_installed(model: InstalledModel) -> None:
+    """Delete a cached model: its repo folder and huggingface_hub's lock files beside it (in .locks/)."""
+    shutil.rmtree(model.repo_dir)
+    shutil.rmtree(model.repo_dir.parent / ".locks" / model.repo_dir.name, ignore_errors=True)

@@ -1,0 +1,135 @@
+"""``POST /v1/chat/completions`` and ``GET /v1/models`` in the OpenAI wire format (streamed as SSE)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import StreamingResponse
+
+from ..errors import InvalidRequest
+from ..types import FinishReason
+from ..types import Request as GenerationRequest
+from .errors import error_body, status_of
+from .service import Service, check_image_parts, new_id
+
+router = APIRouter()
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # unknown OpenAI fields (user, logprobs=false, ...) are ignored
+
+    model: str | None = None
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int | None = None
+    response_format: dict[str, Any] | None = None
+
+
+def to_request(body: ChatCompletionRequest, allow_urls: bool) -> GenerationRequest:
+    if body.n not in (None, 1):
+        raise InvalidRequest("only n=1 is supported", field="n")
+    check_image_parts(body.messages, allow_urls)
+    schema = None
+    if body.response_format:
+        kind = body.response_format.get("type")
+        if kind == "json_schema":
+            spec = body.response_format.get("json_schema") or {}
+            schema = spec.get("schema") if isinstance(spec, dict) else None
+            if not isinstance(schema, dict):
+                raise InvalidRequest("response_format.json_schema needs a 'schema' object", field="response_format")
+        elif kind == "json_object":
+            schema = {"type": "object"}
+        elif kind not in ("text", None):
+            raise InvalidRequest(f"unknown response_format type {kind!r}", field="response_format")
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or ())
+    return GenerationRequest(
+        messages=body.messages, max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=1.0 if body.temperature is None else body.temperature,
+        top_p=1.0 if body.top_p is None else body.top_p, seed=body.seed, stop=stop, json_schema=schema)
+
+
+def _finish(reason: FinishReason) -> str:
+    return "length" if reason is FinishReason.LENGTH else "stop"  # OpenAI has no "cancelled"
+
+
+def _usage(result) -> dict[str, int]:
+    u = result.usage
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "total_tokens": u.prompt_tokens + u.completion_tokens}
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict:
+    service: Service = request.app.state.service
+    return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "optascan"}
+                                       for name in service.model_names()]}
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    service: Service = request.app.state.service
+    model = service.check_model(body.model)
+    generation = to_request(body, service.settings.allow_image_urls)
+    completion_id = f"chatcmpl-{new_id()}"
+    created = int(time.time())
+    events = service.stream(model, generation, completion_id)
+    if not body.stream:
+        result = None
+        async for event in events:
+            result = event.result or result
+        if result.error is not None:
+            raise result.error
+        return {"id": completion_id, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
+                             "finish_reason": _finish(result.finish_reason)}],
+                "usage": _usage(result)}
+    first = await anext(events)  # errors before the first event (queue full, bad image) are plain HTTP errors
+    include_usage = bool((body.stream_options or {}).get("include_usage"))
+    return StreamingResponse(_sse(first, events, completion_id, created, model, include_usage),
+                             media_type="text/event-stream", headers={"Cache-Control": "no-cache",
+                                                                      "X-Generation-Id": completion_id})
+
+
+async def _sse(first, events: AsyncIterator, completion_id: str, created: int, model: str,
+               include_usage: bool) -> AsyncIterator[str]:
+    def chunk(delta: dict, finish: str | None, **extra: Any) -> str:
+        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""}, None)
+    try:
+        event = first
+        while True:
+            if event.delta:
+                yield chunk({"content": event.delta}, None)
+            if event.result is not None:
+                result = event.result
+                if result.error is not None:
+                    status, code = status_of(result.error)
+                    body = error_body(result.error.message, code, status, hint=result.error.hint,
+                                      recoverable=result.error.recoverable)
+                    yield f"data: {json.dumps(body)}\n\n"
+                else:
+                    yield chunk({}, _finish(result.finish_reason))
+                    if include_usage:
+                        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
+                                "model": model, "choices": [], "usage": _usage(result)}
+                        yield f"data: {json.dumps(body)}\n\n"
+                break
+            event = await anext(events)
+        yield "data: [DONE]\n\n"
+    finally:
+        await events.aclose()  # a client that went away: the generation is cancelled here
