@@ -34,11 +34,11 @@ def find_installed(name: str) -> InstalledModel:
 
 def installed_models(cache_dir: str | Path | None = None) -> list[InstalledModel]:
     """Models in the HF cache (``HF_HUB_CACHE`` / ``HF_HOME`` decide where), newest snapshot each."""
-    from huggingface_hub import scan_cache_dir
+    from huggingface_hub import constants, scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
-    try:
-        info = scan_cache_dir(cache_dir)
+    try:  # the cache folder read now: scan_cache_dir's own default is the one seen when it was imported
+        info = scan_cache_dir(cache_dir or constants.HF_HUB_CACHE)
     except CacheNotFound:
         return []
     models = []

@@ -54,10 +54,13 @@ def to_request(body: ChatCompletionRequest, allow_urls: bool) -> GenerationReque
         elif kind not in ("text", None):
             raise InvalidRequest(f"unknown response_format type {kind!r}", field="response_format")
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or ())
+    extra = body.model_extra or {}  # vLLM-style extensions: ignore_eos, top_k, repetition_penalty
     return GenerationRequest(
         messages=body.messages, max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=1.0 if body.temperature is None else body.temperature,
-        top_p=1.0 if body.top_p is None else body.top_p, seed=body.seed, stop=stop, json_schema=schema)
+        top_p=1.0 if body.top_p is None else body.top_p, seed=body.seed, stop=stop, json_schema=schema,
+        ignore_eos=bool(extra.get("ignore_eos", False)), top_k=int(extra.get("top_k") or 0),
+        repetition_penalty=float(extra.get("repetition_penalty") or 1.0))
 
 
 def _finish(reason: FinishReason) -> str:

@@ -161,13 +161,25 @@ class HFBackend:
                 raise InvalidRequest(f"the JSON schema cannot be compiled: {err}", field="json_schema") from err
         return GrammarProcessor(self._grammars[schema_text])
 
+    def _control_character_tokens(self) -> list[int]:
+        """Ids of tokens whose text holds a control character (U+0000–U+001F): computed once, on first use."""
+        if "control" not in self._grammars:
+            special = set(self.tokenizer.all_special_ids)
+            self._grammars["control"] = [
+                i for i in range(len(self.tokenizer)) if i not in special
+                and any(ord(c) < 0x20 for c in self.tokenizer.decode([i], skip_special_tokens=True))]
+        return self._grammars["control"]
+
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
     # --- generation ----------------------------------------------------------------------------------
     def generate(self, prepared: Prepared, sampling: Sampling, cancel: CancelToken, on_token: OnToken) -> None:
         generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
-        banned = sorted(self.eos_token_ids) if sampling.ignore_eos else None
+        banned = sorted(self.eos_token_ids) if sampling.ignore_eos else []
+        if sampling.json_schema:  # the grammar lets raw control characters into strings; strict JSON does not
+            banned += self._control_character_tokens()
+        banned = banned or None
         stopper = Stopper(cancel)
         # ignore_eos works by banning the eos ids in Chooser: generate() would refill an unset
         # eos_token_id from the model's generation_config anyway.
