@@ -16,7 +16,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ..engine.cancel import CancelToken
 from ..errors import InvalidRequest, OptascanError
-from .errors import error_body, status_of
+from .errors import HTTPProblem, error_body, status_of
 from .service import Service, check_image_parts, new_id
 
 router = APIRouter()
@@ -227,3 +227,57 @@ def _sse(work: Callable[[CancelToken, Callable[[dict], None]], dict], stream_id:
 
     headers = {"Cache-Control": "no-cache", **({"X-Stream-Id": stream_id} if stream_id else {})}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+# --- history -------------------------------------------------------------------------------------------
+@router.get("/api/history")
+async def history_list(q: str | None = None, limit: int = 50) -> dict:
+    from ..flow.history import History
+
+    def read() -> list[dict]:
+        with History() as history:
+            scans = history.search(q, limit) if q else history.list(limit)
+            return [scan.to_dict() for scan in scans]
+
+    return {"scans": await asyncio.to_thread(read)}
+
+
+@router.get("/api/history/{scan_id}")
+async def history_show(scan_id: str) -> dict:
+    from ..flow.history import History
+
+    def read() -> dict | None:
+        with History() as history:
+            scan = history.show(scan_id)
+            return scan.to_dict(with_thumbnail=True) if scan else None
+
+    found = await asyncio.to_thread(read)
+    if found is None:
+        raise HTTPProblem(404, f"no scan {scan_id!r} in the history", "scan_not_found", param="scan_id")
+    return found
+
+
+@router.get("/api/history/{scan_id}/thumbnail")
+async def history_thumbnail(scan_id: str) -> Response:
+    from ..flow.history import History
+
+    def read() -> bytes | None:
+        with History() as history:
+            scan = history.show(scan_id)
+            return scan.thumbnail if scan else None
+
+    data = await asyncio.to_thread(read)
+    if not data:
+        raise HTTPProblem(404, f"no thumbnail for scan {scan_id!r}", "scan_not_found", param="scan_id")
+    return Response(data, media_type="image/jpeg")
+
+
+@router.delete("/api/history/{scan_id}")
+async def history_delete(scan_id: str) -> dict:
+    from ..flow.history import History
+
+    def remove() -> bool:
+        with History() as history:
+            return history.delete(scan_id)
+
+    return {"deleted": await asyncio.to_thread(remove)}

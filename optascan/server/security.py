@@ -3,7 +3,8 @@
 - Host: a page on another site can make the browser talk to 127.0.0.1 through a DNS name it controls
   (DNS rebinding, as in Ollama's CVE-2024-28224). Only Host headers naming this machine, or ones the user
   listed, are served.
-- API key: when set, every route but ``/health`` needs ``Authorization: Bearer KEY`` (or ``X-API-Key``).
+- API key: when set, every route but ``/health`` needs ``Authorization: Bearer KEY`` (or ``X-API-Key``); the
+  page and its files also take ``?api_key=KEY``, since a browser opening a URL cannot send a header.
 - Body cap: declared and streamed sizes both count; a bigger body is refused with 413 before it is read.
 """
 
@@ -75,6 +76,8 @@ class Guard:
             auth = headers.get("authorization", "")
             if auth.lower().startswith("bearer "):
                 given = auth[7:].strip()
+            elif scope["method"] == "GET" and (scope["path"] == "/" or scope["path"].startswith("/static/")):
+                given = _query_key(scope)  # a browser opening the page cannot send a header: /?api_key=KEY
             if not hmac.compare_digest(given.encode(), self.api_key.encode()):
                 raise HTTPProblem(401, "a valid API key is required (Authorization: Bearer KEY)", "invalid_api_key",
                                   headers={"WWW-Authenticate": "Bearer"})
@@ -98,3 +101,10 @@ class Guard:
             return message
 
         return capped
+
+
+def _query_key(scope: Scope) -> str:
+    from urllib.parse import parse_qs
+
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("api_key", [""])
+    return values[0]

@@ -13,7 +13,7 @@ import time
 import uvicorn
 
 from ..server.app import create_app
-from ..server.service import ServerSettings
+from ..server.service import ServerSettings, Service
 
 
 def free_port() -> int:
@@ -23,10 +23,10 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, service: Service | None = None) -> None:
         settings.port = settings.port if settings.port != 11435 else free_port()
         self.settings = settings
-        self.app = create_app(settings)
+        self.app = create_app(settings, service)
         self.service = self.app.state.service
         self.url = f"http://127.0.0.1:{settings.port}"
         self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=settings.port,
