@@ -271,3 +271,48 @@ def test_concurrent_clients_all_get_answers(server, client):
     for t in threads:
         t.join()
     assert answers and set(answers) == {"yellow"} and len(answers) + len(errors) == 6
+
+
+def test_sigterm_stops_accepting_ends_in_flight_work_and_exits(tiny_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from optascan.testing.live_server import free_port
+
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "optascan", "serve", "--model", str(tiny_dir("llama_text")),
+                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _up(url), timeout=60)
+        body = {"messages": [{"role": "user", "content": "go"}], "max_tokens": 100_000, "stream": True,
+                "ignore_eos": True}
+        with httpx.Client(base_url=url, timeout=60) as http:
+            with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                lines = response.iter_lines()
+                next(lines)
+                started = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+                rest = list(lines)  # the stream ends: finished or cut, not left hanging
+        # uvicorn re-raises the signal once it has shut down cleanly, so the exit status says "terminated"
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert time.monotonic() - started < 30
+        log = process.stdout.read().decode()
+        assert "Waiting for application shutdown" in log and "Application shutdown complete" in log, log
+        assert len(rest) < 100_000
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url + "/health")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(url + "/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
