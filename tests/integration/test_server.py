@@ -189,14 +189,41 @@ def test_cors_is_off_unless_origins_are_listed(server, tiny_dir):
         assert other.headers.get("access-control-allow-origin") != "https://x.example"
 
 
-def test_image_urls_when_enabled_still_refuse_private_addresses(tiny_dir):
+def test_image_urls_when_enabled_still_refuse_private_addresses(tiny_dir, monkeypatch):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import optascan.images.fetch as fetch
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    redirector = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=redirector.serve_forever, daemon=True).start()
     settings = ServerSettings(models=["demo"], allow_image_urls=True)
-    with LiveServer(settings) as live:
-        for url in (live.url + "/health", "http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/a.png",
-                    "http://[::1]/a.png"):
-            response = httpx.post(live.url + "/v1/chat/completions", json={"model": "demo", "messages": ask("x", url)})
-            assert response.status_code == 400, (url, response.text)
-            assert response.json()["error"]["code"] == "invalid_image"
+    try:
+        with LiveServer(settings) as live:
+            for url in (live.url + "/health", "http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/a.png",
+                        "http://[::1]/a.png"):
+                response = httpx.post(live.url + "/v1/chat/completions",
+                                      json={"model": "demo", "messages": ask("x", url)})
+                assert response.status_code == 400, (url, response.text)
+                assert response.json()["error"]["code"] == "invalid_image"
+            # a "public" first hop (our redirector, let through once) that redirects to the metadata address
+            real_vet, hops = fetch._vetted_address, iter([True])
+            monkeypatch.setattr(fetch, "_vetted_address", lambda host, port, allow: real_vet(host, port,
+                                                                                            next(hops, False)))
+            redirect_url = f"http://127.0.0.1:{redirector.server_address[1]}/a.png"
+            response = httpx.post(live.url + "/v1/chat/completions",
+                                  json={"model": "demo", "messages": ask("x", redirect_url)})
+            assert response.status_code == 400 and "169.254.169.254" in response.json()["error"]["message"]
+    finally:
+        redirector.shutdown()
 
 
 def sse(response) -> list[dict]:
