@@ -208,7 +208,8 @@ def _outcome(result: Result, raise_on_cancel: bool) -> Result:
 
 def load(model: str | os.PathLike, *, device: str = "auto", dtype: str | None = None,
          max_queue: int = DEFAULT_MAX_QUEUE, image_settings: IntakeSettings | None = None,
-         memory_fraction: float = 0.9, mode: str = "balanced", thermal_policy: str = "step_down") -> Engine:
+         memory_fraction: float = 0.9, mode: str = "balanced", thermal_policy: str = "step_down",
+         engine: str = "auto") -> Engine:
     """Load a model (a local directory, a catalog name, or a cached hub repo id) on its own worker.
 
     ``device``: "auto" (CUDA > MPS > CPU), "cuda", "cuda:N", "mps" or "cpu". ``dtype``: bfloat16 on
@@ -217,6 +218,9 @@ def load(model: str | os.PathLike, *, device: str = "auto", dtype: str | None = 
     safetensors headers) must fit ``memory_fraction`` of the device's free memory, else ``ModelTooLarge``.
     ``mode``: "saver", "balanced" or "performance" (default image tier; CPU threads). ``thermal_policy``:
     on a GPU at its slowdown temperature, "step_down" to saver-sized images, "refuse" (ThermalThrottled), "off".
+    ``engine``: "hf" (transformers' generate), "fast" (our compact decoder for the language model: LLaVA,
+    Idefics3, Qwen2-VL, Llama), or "auto" — transformers for now: the fast engine becomes auto's choice on CUDA
+    once its GPU checks are in (issue #9). ``engine.info.backend`` says which one runs.
     """
     from ..models.estimate import estimate
     from ..models.resolve import resolve_model
@@ -232,6 +236,13 @@ def load(model: str | os.PathLike, *, device: str = "auto", dtype: str | None = 
     load_dtype = str(torch_device.choose_dtype(resolved, dtype)).replace("torch.", "")
     needed = estimate(path, dtype=load_dtype, context_tokens=0, image_size=None).total_bytes
     check_fits(needed, torch_device.free_bytes(resolved), memory_fraction, f"{os.fspath(model)!r}", resolved)
-    backend = HFBackend(path, device=resolved, dtype=dtype, memory_fraction=memory_fraction)
+    if engine not in ("auto", "hf", "fast"):
+        raise InvalidRequest(f"engine must be 'auto', 'hf' or 'fast', got {engine!r}", field="engine")
+    if engine == "fast":
+        from .backends.fast.backend import FastBackend
+
+        backend = FastBackend(path, device=resolved, dtype=dtype, memory_fraction=memory_fraction)
+    else:
+        backend = HFBackend(path, device=resolved, dtype=dtype, memory_fraction=memory_fraction)
     return Engine(backend, name=os.fspath(model), max_queue=max_queue, image_settings=image_settings, mode=mode,
                   thermal_policy=thermal_policy)

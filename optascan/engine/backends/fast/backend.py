@@ -1,0 +1,122 @@
+"""The fast backend: transformers for the processor and the vision tower, our CompactDecoder for the language
+model (static KV cache, fused weights, our own decode loop). Same events, cancel and errors as the HF backend.
+
+The prefill inputs are taken from transformers itself: the model's multimodal forward runs up to the language
+model, where a pre-hook captures the merged embeddings (image features already placed) and the position ids
+(Qwen2-VL's M-RoPE ones included) and stops it. So the image path is exactly the reference one, in every
+transformers version, and only the language model is ours.
+
+CPU runs it eagerly (that is what CI checks: logits and greedy tokens equal to transformers). CUDA graph capture
+of the decode step is the next step of issue #9 and is not in this file yet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ....errors import ModelLoadError
+from ...cancel import CancelToken, check
+from ..base import OnToken, Prepared, Sampling
+from ..hf import HFBackend
+from ..torch_sampling import choose_token
+from .decoder import CompactDecoder, build_from
+
+FAST_FAMILIES = frozenset({"llava", "idefics3", "qwen2_vl", "llama"})
+
+
+class _Captured(Exception):
+    def __init__(self, embeds: torch.Tensor, positions: torch.Tensor | None) -> None:
+        super().__init__("captured")
+        self.embeds, self.positions = embeds, positions
+
+
+class FastBackend(HFBackend):
+    name = "fast"
+
+    def __init__(self, path: str | Path, *, device: str = "auto", dtype: str | None = None,
+                 memory_fraction: float = 0.9, cache_tokens: int = 8192) -> None:
+        super().__init__(path, device=device, dtype=dtype, memory_fraction=memory_fraction)
+        if self.model_type not in FAST_FAMILIES:
+            raise ModelLoadError(f"the fast engine does not support {self.model_type!r} models yet",
+                                 hint="use engine='hf' (or 'auto', which falls back to it)")
+        self.reuses_prefix = False  # the compact decoder keeps its own cache
+        text_config = self.model.config.get_text_config()
+        self.cache_tokens = min(cache_tokens, self.context_length or cache_tokens)
+        self.decoder: CompactDecoder = build_from(self.language_model, self.model.lm_head, text_config,
+                                                  max_tokens=self.cache_tokens)
+        self._capturing = False
+        self.language_model.register_forward_pre_hook(self._capture, with_kwargs=True)
+
+    # --- generation ------------------------------------------------------------------------------------
+    def generate(self, prepared: Prepared, sampling: Sampling, cancel: CancelToken, on_token: OnToken) -> None:
+        if sampling.json_schema:  # the grammar path stays on transformers' generate (same tokens, slower)
+            return self._generate_with_hf(prepared, sampling, cancel, on_token)
+        self._cancel, self._stage, self._language_calls = cancel, "prefill", 0
+        try:
+            with torch.inference_mode():
+                embeds, positions = self._prefill_inputs(prepared.inputs)
+                n = embeds.shape[1]
+                if n + sampling.max_tokens > self.cache_tokens + 1:
+                    sampling = _fit(sampling, self.cache_tokens + 1 - n)
+                decoder = self.decoder
+                check(cancel)
+                logits = decoder(embeds, 0, *decoder.rotary(positions))
+                next_position = int(positions.max()) + 1  # Qwen2-VL: text after an image continues from its end
+                self._stage = "decode"
+                generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
+                banned = sorted(self.eos_token_ids) if sampling.ignore_eos else None
+                history = prepared.inputs["input_ids"]
+                for step in range(sampling.max_tokens):
+                    token = choose_token(logits[:, -1].float(), history, sampling, generator, banned)
+                    token_id = int(token)
+                    if not on_token(token_id) or (token_id in self.eos_token_ids and not sampling.ignore_eos):
+                        return
+                    if step + 1 == sampling.max_tokens:
+                        return
+                    check(cancel)
+                    history = torch.cat([history, token.view(1, 1)], dim=1)
+                    position = torch.tensor([next_position + step], device=self.device)
+                    logits = decoder(decoder.embed(token.view(1, 1)), n + step, *decoder.rotary(position))
+        finally:
+            self._cancel = None
+
+    def _generate_with_hf(self, prepared: Prepared, sampling: Sampling, cancel: CancelToken,
+                          on_token: OnToken) -> None:
+        super().generate(prepared, sampling, cancel, on_token)
+
+    def _capture(self, module: Any, args: tuple, kwargs: dict) -> None:
+        if self._capturing and kwargs.get("inputs_embeds") is not None:
+            raise _Captured(kwargs["inputs_embeds"], kwargs.get("position_ids"))
+
+    def _prefill_inputs(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(merged input embeddings [1, n, hidden], positions [n] or M-RoPE's [3, n]) exactly as transformers
+        would hand them to the language model."""
+        if self.language_model is self.model.model:  # a text-only causal LM: nothing to merge
+            ids = inputs["input_ids"]
+            return self.decoder.embed(ids), torch.arange(ids.shape[1], device=ids.device)
+        self._capturing = True
+        try:
+            self.model.model(**inputs, use_cache=False)
+        except _Captured as captured:
+            embeds, positions = captured.embeds, captured.positions
+        else:
+            raise RuntimeError("the language model was never reached")
+        finally:
+            self._capturing = False
+        n = embeds.shape[1]
+        if positions is None:
+            positions = torch.arange(n, device=embeds.device)
+        elif positions.dim() == 3:  # [3 or 4, batch, n]; transformers 5.24 puts text positions first in a 4th row
+            positions = positions[-3:, 0]
+        else:
+            positions = positions[0]
+        return embeds, positions
+
+
+def _fit(sampling: Sampling, room: int) -> Sampling:
+    from dataclasses import replace
+
+    return replace(sampling, max_tokens=max(1, room))

@@ -1,0 +1,167 @@
+"""A compact decoder for the Llama-style language models inside VLMs (LLaVA, Idefics3/SmolVLM: Llama; Qwen2-VL:
+Qwen2 with M-RoPE), with a static KV cache: the fast backend's own decode path (issue #9).
+
+Weights come from the transformers model that is already loaded (same safetensors): q/k/v are fused into one
+matrix and gate/up into another at build time, so a decode step is 4 matmuls per layer. Rotary tables come from
+the model's own rotary module (``inv_freq`` and ``attention_scaling``), so every RoPE variant transformers knows
+(default, llama3, ...) is matched exactly; Qwen2-VL's multimodal RoPE is the same table indexed by three position
+streams (time, height, width) — for text all three are equal and it is plain RoPE.
+
+Shapes are static once built (cache of ``max_tokens`` positions, batch 1), which is what CUDA graph capture needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    eps: float
+    qkv_bias: bool
+    mrope_section: tuple[int, ...] | None  # Qwen2-VL: rotary frequencies split over (t, h, w) positions
+
+
+class CompactDecoder(nn.Module):
+    def __init__(self, shape: DecoderShape, *, max_tokens: int, dtype: torch.dtype, device: torch.device | str) -> None:
+        super().__init__()
+        self.shape, self.max_tokens = shape, max_tokens
+        s = shape
+        # Filled by build_from with the model's own tensors (fused q/k/v and gate/up are views the model's
+        # layers share), so building allocates nothing but the KV cache.
+        self.qkv_weight: list[torch.Tensor] = []
+        self.qkv_bias: list[torch.Tensor | None] = []
+        self.gate_up_weight: list[torch.Tensor] = []
+        self.o: list[nn.Linear] = []
+        self.down: list[nn.Linear] = []
+        self.norm_in: list[torch.Tensor] = []
+        self.norm_post: list[torch.Tensor] = []
+        self.norm_final: torch.Tensor | None = None
+        self.embed: nn.Embedding | None = None
+        self.lm_head: nn.Linear | None = None
+        self.inv_freq = torch.ones(s.head_dim // 2, device=device)
+        self.rope_scale = 1.0
+        cache = (s.layers, 1, s.kv_heads, max_tokens, s.head_dim)
+        self.k_cache = torch.zeros(cache, dtype=dtype, device=device)
+        self.v_cache = torch.zeros(cache, dtype=dtype, device=device)
+
+    # --- rotary tables ---------------------------------------------------------------------------------
+    def rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of shape [seq, head_dim] for ``positions`` [seq] or Qwen2-VL's [3, seq]."""
+        if positions.dim() == 1:
+            positions = positions[None]
+        freqs = positions[..., None].float() * self.inv_freq.float()  # [streams, seq, head_dim/2]
+        if self.shape.mrope_section is not None:
+            streams = freqs.expand(3, -1, -1) if freqs.shape[0] == 1 else freqs
+            chunks = streams.split(list(self.shape.mrope_section), dim=-1)
+            freqs = torch.cat([chunk[i % 3] for i, chunk in enumerate(chunks)], dim=-1)
+        else:
+            freqs = freqs[0]
+        table = torch.cat((freqs, freqs), dim=-1)
+        dtype = self.k_cache.dtype
+        return (table.cos() * self.rope_scale).to(dtype), (table.sin() * self.rope_scale).to(dtype)
+
+    # --- forward ---------------------------------------------------------------------------------------
+    def forward(self, embeds: torch.Tensor, start: int, cos: torch.Tensor, sin: torch.Tensor,
+                all_logits: bool = False) -> torch.Tensor:
+        """Run ``embeds`` [1, n, hidden] at cache positions start..start+n-1; logits of the last (or all)."""
+        s = self.shape
+        n = embeds.shape[1]
+        end = start + n
+        if end > self.max_tokens:
+            raise ValueError(f"{end} positions exceed the cache of {self.max_tokens}")
+        q_size, kv_size = s.heads * s.head_dim, s.kv_heads * s.head_dim
+        cos, sin = cos[None, None], sin[None, None]  # [1, 1, n, head_dim]
+        # causal within the new tokens, everything before them visible
+        mask = None
+        if n > 1:
+            mask = torch.ones(n, end, dtype=torch.bool, device=embeds.device).tril(diagonal=start)
+        x = embeds
+        for i in range(s.layers):
+            h = _rms(x, self.norm_in[i], s.eps)
+            qkv = F.linear(h, self.qkv_weight[i], self.qkv_bias[i])
+            q = qkv[..., :q_size].view(1, n, s.heads, s.head_dim).transpose(1, 2)
+            k = qkv[..., q_size:q_size + kv_size].view(1, n, s.kv_heads, s.head_dim).transpose(1, 2)
+            v = qkv[..., q_size + kv_size:].view(1, n, s.kv_heads, s.head_dim).transpose(1, 2)
+            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+            self.k_cache[i, :, :, start:end] = k
+            self.v_cache[i, :, :, start:end] = v
+            attn = F.scaled_dot_product_attention(
+                q, self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end], attn_mask=mask,
+                enable_gqa=s.kv_heads != s.heads)
+            x = x + self.o[i](attn.transpose(1, 2).reshape(1, n, q_size))
+            h = _rms(x, self.norm_post[i], s.eps)
+            gate, up = F.linear(h, self.gate_up_weight[i]).chunk(2, dim=-1)
+            x = x + self.down[i](F.silu(gate) * up)
+        x = _rms(x if all_logits else x[:, -1:], self.norm_final, s.eps)
+        return self.lm_head(x)
+
+
+def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # as transformers computes it: the statistics in float32, the scale in the input dtype
+    x32 = x.float()
+    return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+# --- building from a transformers model -----------------------------------------------------------------
+def build_from(language_model: Any, lm_head: nn.Linear, config: Any, *, max_tokens: int) -> CompactDecoder:
+    """A CompactDecoder holding fused copies of ``language_model``'s layer weights (embeddings and head shared)."""
+    layers = language_model.layers
+    first = layers[0].self_attn
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    rope = getattr(config, "rope_parameters", None) or {}
+    mrope = rope.get("mrope_section") if isinstance(rope, dict) else None
+    shape = DecoderShape(
+        layers=len(layers), hidden=config.hidden_size, heads=config.num_attention_heads,
+        kv_heads=config.num_key_value_heads, head_dim=head_dim, intermediate=config.intermediate_size,
+        eps=config.rms_norm_eps, qkv_bias=first.q_proj.bias is not None,
+        mrope_section=tuple(mrope) if mrope else None)
+    if getattr(config, "use_sliding_window", False):
+        raise NotImplementedError("sliding-window attention is not in the compact decoder")
+    weight = language_model.embed_tokens.weight
+    decoder = CompactDecoder(shape, max_tokens=max_tokens, dtype=weight.dtype, device=weight.device)
+    with torch.no_grad():
+        for layer in layers:
+            a, m = layer.self_attn, layer.mlp
+            decoder.qkv_weight.append(_fuse(a.q_proj, a.k_proj, a.v_proj, "weight"))
+            decoder.qkv_bias.append(_fuse(a.q_proj, a.k_proj, a.v_proj, "bias") if shape.qkv_bias else None)
+            decoder.gate_up_weight.append(_fuse(m.gate_proj, m.up_proj, None, "weight"))
+            decoder.o.append(a.o_proj)
+            decoder.down.append(m.down_proj)
+            decoder.norm_in.append(layer.input_layernorm.weight)
+            decoder.norm_post.append(layer.post_attention_layernorm.weight)
+        decoder.norm_final = language_model.norm.weight
+        rotary = language_model.rotary_emb
+        decoder.inv_freq = rotary.inv_freq.detach().float().clone()
+        decoder.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
+    decoder.embed, decoder.lm_head = language_model.embed_tokens, lm_head
+    return decoder.eval()
+
+
+def _fuse(a: nn.Linear, b: nn.Linear, c: nn.Linear | None, name: str) -> torch.Tensor:
+    """One tensor holding the parts end to end; the parts become views into it (no second copy in memory)."""
+    parts = [m for m in (a, b, c) if m is not None]
+    fused = torch.cat([getattr(m, name).detach() for m in parts])
+    start = 0
+    for m in parts:
+        size = getattr(m, name).shape[0]
+        getattr(m, name).data = fused[start:start + size]
+        start += size
+    return fused

@@ -1,0 +1,106 @@
+"""The fast engine's compact decoder against transformers on CPU (fp32): same logits, same greedy tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+import optascan
+from optascan import CancelToken, FinishReason, InvalidRequest
+
+FAMILIES = ["llava", "qwen2_vl", "idefics3", "llama_text"]
+PHOTO = Image.new("RGB", (300, 200), (200, 60, 30))
+
+
+def request_for(family: str, **kw) -> dict:
+    images = [] if family == "llama_text" else [PHOTO]
+    return dict(prompt="Describe the picture in detail.", images=images, **kw)
+
+
+@pytest.fixture(scope="module")
+def fast(tiny_dir):
+    engines = {}
+
+    def get(family):
+        if family not in engines:
+            engines[family] = optascan.load(tiny_dir(family), device="cpu", engine="fast")
+        return engines[family]
+
+    yield get
+    for engine in engines.values():
+        engine.close()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_logits_match_transformers_for_prefill_and_every_decode_step(fast, family):
+    backend = fast(family).backend
+    assert backend.name == "fast"
+    from optascan.engine.conversation import to_conversation
+    from optascan.types import Request
+
+    prepared = backend.prepare(to_conversation(Request(**request_for(family))), request_for(family)["images"])
+    ids = prepared.inputs["input_ids"]
+    with torch.inference_mode():
+        embeds, positions = backend._prefill_inputs(prepared.inputs)
+        decoder = backend.decoder
+        ours = decoder(embeds, 0, *decoder.rotary(positions), all_logits=True)
+        reference = backend.model(**prepared.inputs).logits
+        assert torch.allclose(ours, reference, atol=1e-4, rtol=1e-4), (ours - reference).abs().max()
+        # decode 8 more tokens one at a time; transformers recomputes the whole sequence each time
+        sequence, n = ids, ids.shape[1]
+        for step in range(8):
+            token = ours[:, -1].argmax(-1)
+            sequence = torch.cat([sequence, token.view(1, 1)], dim=1)
+            position = torch.tensor([int(positions.max()) + 1 + step])
+            ours = decoder(decoder.embed(token.view(1, 1)), n + step, *decoder.rotary(position))
+            inputs = {**prepared.inputs, "input_ids": sequence,
+                      "attention_mask": torch.ones_like(sequence)}
+            if "mm_token_type_ids" in inputs:  # Qwen2-VL: the generated tokens are text
+                types = prepared.inputs["mm_token_type_ids"]
+                inputs["mm_token_type_ids"] = torch.cat([types, types.new_zeros(1, step + 1)], dim=1)
+            reference = backend.model(**inputs).logits[:, -1:]
+            assert torch.allclose(ours, reference, atol=1e-4, rtol=1e-4), (step, (ours - reference).abs().max())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_output_is_token_identical_to_the_transformers_engine_for_64_tokens(fast, tiny_engine, family):
+    expected = tiny_engine(family).generate(**request_for(family, max_tokens=64, ignore_eos=True))
+    got = fast(family).generate(**request_for(family, max_tokens=64, ignore_eos=True))
+    assert got.usage == expected.usage and got.usage.completion_tokens == 64
+    assert got.text == expected.text
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "llava"])
+def test_sampling_with_a_seed_matches_the_transformers_engine(fast, tiny_engine, family):
+    kw = request_for(family, max_tokens=24, ignore_eos=True, temperature=0.9, top_p=0.9, top_k=40, seed=11)
+    assert fast(family).generate(**kw).text == tiny_engine(family).generate(**kw).text
+
+
+def test_same_events_cancel_within_one_step_and_json_schema_falls_back(fast):
+    engine = fast("qwen2_vl")
+    token = CancelToken()
+    seen = []
+
+    def on_event(event):
+        seen.append(event)
+        if event.tokens == 5:
+            token.cancel("enough")
+
+    result = engine.generate(**request_for("qwen2_vl", max_tokens=200, ignore_eos=True), cancel=token,
+                             on_event=on_event)
+    # events reach this thread asynchronously: the worker may finish one more step before the cancel lands
+    assert result.finish_reason is FinishReason.CANCELLED and 5 <= result.usage.completion_tokens <= 6
+    assert [e.state.value for e in seen][:2] == ["queued", "preprocessing"]
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    import json
+
+    reply = engine.generate(prompt="x", json_schema=schema, max_tokens=200, temperature=1.0, seed=2)
+    assert set(json.loads(reply.text)) == {"a"}
+
+
+def test_engine_choice(tiny_dir):
+    with pytest.raises(InvalidRequest):
+        optascan.load(tiny_dir("llava"), device="cpu", engine="turbo")
+    with optascan.load(tiny_dir("llava"), device="cpu") as engine:
+        assert engine.info.backend == "hf"  # auto stays on transformers until the fast engine's GPU checks land
