@@ -104,3 +104,24 @@ def test_engine_choice(tiny_dir):
         optascan.load(tiny_dir("llava"), device="cpu", engine="turbo")
     with optascan.load(tiny_dir("llava"), device="cpu") as engine:
         assert engine.info.backend == "hf"  # auto stays on transformers until the fast engine's GPU checks land
+
+
+def test_the_demo_model_answers_the_same_on_the_fast_engine(tiny_engine):
+    # real answers that end at EOS: the greedy loop's one-step lag must never leak a token past the stop
+    from optascan.demo.eval import run_eval
+
+    with optascan.load("demo", device="cpu", engine="fast") as fast_engine, \
+            optascan.load("demo", device="cpu", engine="hf") as hf_engine:
+        answers = {}
+
+        def ask(engine, name):
+            def go(image, question):
+                text = engine.generate(prompt=question, images=[image], max_tokens=8).text
+                answers.setdefault(name, []).append(text)
+                return text
+            return go
+
+        fast_report = run_eval(ask(fast_engine, "fast"), scenes=15)
+        run_eval(ask(hf_engine, "hf"), scenes=15)
+    assert answers["fast"] == answers["hf"]
+    assert min(fast_report["accuracy"].values()) >= 0.9

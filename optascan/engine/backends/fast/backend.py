@@ -6,12 +6,15 @@ model, where a pre-hook captures the merged embeddings (image features already p
 (Qwen2-VL's M-RoPE ones included) and stops it. So the image path is exactly the reference one, in every
 transformers version, and only the language model is ours.
 
-CPU runs it eagerly (that is what CI checks: logits and greedy tokens equal to transformers). CUDA graph capture
-of the decode step is the next step of issue #9 and is not in this file yet.
+Greedy decoding runs the static decode step (``decoder.step``) in a loop that, on CUDA, replays it as one captured
+CUDA graph per token with asynchronous token copies (``graphs.py``); sampling runs the same decoder step by step
+with our seeded sampler. CPU runs everything eagerly: that is what CI checks (logits and tokens equal to
+transformers). The CUDA graph path has not run on a GPU yet (issue #9's next step).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from ..base import OnToken, Prepared, Sampling
 from ..hf import HFBackend
 from ..torch_sampling import choose_token
 from .decoder import CompactDecoder, build_from
+from .graphs import GreedyLoop
 
 FAST_FAMILIES = frozenset({"llava", "idefics3", "qwen2_vl", "llama"})
 
@@ -49,6 +53,9 @@ class FastBackend(HFBackend):
                                                   max_tokens=self.cache_tokens)
         self._capturing = False
         self.language_model.register_forward_pre_hook(self._capture, with_kwargs=True)
+        start = time.perf_counter()
+        self.greedy_loop = GreedyLoop(self.decoder, self.device)  # CUDA graph capture happens here, at load
+        self.warmup_s = time.perf_counter() - start
 
     # --- generation ------------------------------------------------------------------------------------
     def generate(self, prepared: Prepared, sampling: Sampling, cancel: CancelToken, on_token: OnToken) -> None:
@@ -69,6 +76,8 @@ class FastBackend(HFBackend):
                 generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
                 banned = sorted(self.eos_token_ids) if sampling.ignore_eos else None
                 history = prepared.inputs["input_ids"]
+                if sampling.temperature == 0.0 and sampling.repetition_penalty == 1.0:
+                    return self._greedy(logits, n, next_position, sampling, banned, cancel, on_token)
                 for step in range(sampling.max_tokens):
                     token = choose_token(logits[:, -1].float(), history, sampling, generator, banned)
                     token_id = int(token)
@@ -82,6 +91,21 @@ class FastBackend(HFBackend):
                     logits = decoder(decoder.embed(token.view(1, 1)), n + step, *decoder.rotary(position))
         finally:
             self._cancel = None
+
+    def _greedy(self, logits: torch.Tensor, n: int, next_position: int, sampling: Sampling,
+                banned: list[int] | None, cancel: CancelToken, on_token: OnToken) -> None:
+        """Plain greedy decoding through the static step (one CUDA graph replay per token on CUDA)."""
+        scores = logits[:, -1].float()
+        if banned:
+            scores[:, banned] = float("-inf")
+        first = int(scores.argmax(-1))
+        if not on_token(first) or (first in self.eos_token_ids and not sampling.ignore_eos):
+            return
+        for token_id in self.greedy_loop.run(first, n, next_position, sampling.max_tokens - 1,
+                                             lambda: cancel.cancelled, banned):
+            check(cancel)
+            if not on_token(token_id) or (token_id in self.eos_token_ids and not sampling.ignore_eos):
+                return
 
     def _generate_with_hf(self, prepared: Prepared, sampling: Sampling, cancel: CancelToken,
                           on_token: OnToken) -> None:

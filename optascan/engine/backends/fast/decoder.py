@@ -108,6 +108,38 @@ class CompactDecoder(nn.Module):
         return self.lm_head(x)
 
 
+    def step(self, token: torch.Tensor, index: torch.Tensor, rope_position: torch.Tensor) -> torch.Tensor:
+        """One decode step with static shapes and no host synchronisation (what a CUDA graph captures).
+
+        ``token`` [1, 1], ``index`` [1] (its cache slot) and ``rope_position`` [1] are device tensors; attention
+        runs over the whole cache with the slots after ``index`` masked, so no shape depends on the step.
+        Returns the logits [1, vocab].
+        """
+        s = self.shape
+        q_size, kv_size = s.heads * s.head_dim, s.kv_heads * s.head_dim
+        cos, sin = self.rotary(rope_position)
+        cos, sin = cos[None, None], sin[None, None]
+        slots = torch.arange(self.max_tokens, device=index.device)
+        mask = (slots <= index).view(1, 1, 1, -1)
+        x = self.embed(token)
+        for i in range(s.layers):
+            h = _rms(x, self.norm_in[i], s.eps)
+            qkv = F.linear(h, self.qkv_weight[i], self.qkv_bias[i])
+            q = qkv[..., :q_size].view(1, 1, s.heads, s.head_dim).transpose(1, 2)
+            k = qkv[..., q_size:q_size + kv_size].view(1, 1, s.kv_heads, s.head_dim).transpose(1, 2)
+            v = qkv[..., q_size + kv_size:].view(1, 1, s.kv_heads, s.head_dim).transpose(1, 2)
+            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+            self.k_cache[i].index_copy_(2, index, k)
+            self.v_cache[i].index_copy_(2, index, v)
+            attn = F.scaled_dot_product_attention(q, self.k_cache[i], self.v_cache[i], attn_mask=mask,
+                                                  enable_gqa=s.kv_heads != s.heads)
+            x = x + self.o[i](attn.transpose(1, 2).reshape(1, 1, q_size))
+            h = _rms(x, self.norm_post[i], s.eps)
+            gate, up = F.linear(h, self.gate_up_weight[i]).chunk(2, dim=-1)
+            x = x + self.down[i](F.silu(gate) * up)
+        return self.lm_head(_rms(x, self.norm_final, s.eps))[:, -1]
+
+
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     # as transformers computes it: the statistics in float32, the scale in the input dtype
     x32 = x.float()

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Batch-1 decode speed: transformers' generate (dynamic cache), transformers with a static cache + compile, and
+optascan's fast engine, on the same checkpoint and inputs (issue #9).
+
+    PYTHONPATH=. python3 bench/fast_decode.py --device cuda --size qwen2.5-vl-3b      # through the device tool
+    python bench/fast_decode.py --device cpu --size small --new-tokens 32              # a smoke run here
+
+A Qwen2-VL-architecture checkpoint with random weights and the language model of ``--size`` (Qwen2.5-VL-3B's or
+-7B's shape; the Qwen2.5-VL language model is this architecture), one 1024×768 image + a short prompt, greedy,
+``--new-tokens`` tokens with EOS ignored. Per path: TTFT (one-token generation), decode tok/s, the fraction of
+the bandwidth ceiling (HBM bandwidth ÷ language-model weight bytes; 3.35 TB/s on an H100 SXM), peak memory,
+warm-up time. Random weights make greedy tokens arbitrary, so the report also says whether the fast engine's
+tokens equal transformers' (bf16 ties may split them; the first divergence is reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import optascan  # noqa: E402
+from bench.provenance import ROOT, git_commit  # noqa: E402
+from optascan.testing.tiny import TEXT_SIZES, build_tiny_checkpoint  # noqa: E402
+
+SIZES = {
+    "qwen2.5-vl-3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+                          num_key_value_heads=2),
+    "qwen2.5-vl-7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                          num_key_value_heads=4),
+}
+H100_BANDWIDTH = 3.35e12
+
+
+def photo() -> Image.Image:
+    image = Image.new("RGB", (1024, 768), (235, 230, 220))
+    draw = ImageDraw.Draw(image)
+    for row in range(12):
+        draw.rectangle([60, 50 + row * 58, 60 + 40 * (row % 5 + 6), 80 + row * 58], fill=(40, 40, 40))
+    return image
+
+
+def checkpoint(tmp: Path, size: str, dtype: str) -> Path:
+    path = build_tiny_checkpoint("qwen2_vl", tmp / "ckpt", text_size=SIZES.get(size) or size, dtype=dtype)
+    config_path = path / "processor_config.json"
+    config = json.loads(config_path.read_text())
+    for key in ("image_processor", "video_processor"):
+        if key in config:  # the real processor's pixel budget: a 1024×768 photo is ~1,000 image tokens
+            config[key]["size"] = {"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 1280}
+    config_path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed_engine(engine, request: dict, new_tokens: int, runs: int, device: str) -> dict:
+    # every run is cold: the HF backend would otherwise reuse the identical prompt's KV cache (issue #7)
+    cold = engine.backend.forget_prefix
+    ttft, total, texts = [], [], set()
+    engine.generate(**request, max_tokens=4, ignore_eos=True)  # warm
+    for _ in range(runs):
+        cold()
+        sync(device)
+        start = time.perf_counter()
+        engine.generate(**request, max_tokens=1, ignore_eos=True)
+        sync(device)
+        ttft.append(time.perf_counter() - start)
+        cold()
+        start = time.perf_counter()
+        result = engine.generate(**request, max_tokens=new_tokens, ignore_eos=True)
+        sync(device)
+        total.append(time.perf_counter() - start)
+        texts.add(result.text)
+    t, w = statistics.median(ttft), statistics.median(total)
+    cold()
+    return {"ttft_ms": t * 1000, "total_s": w, "decode_tok_s": (new_tokens - 1) / max(w - t, 1e-9),
+            "tokens": engine.generate(**request, max_tokens=new_tokens, ignore_eos=True).text}
+
+
+def timed_hf_static(engine, request: dict, new_tokens: int, runs: int, device: str) -> dict:
+    """transformers' own fast path: static cache + torch.compile (compiles on first use)."""
+    from optascan.engine.conversation import to_conversation
+    from optascan.types import Request
+
+    backend = engine.backend
+    prepared = backend.prepare(to_conversation(Request(**request)), request["images"])
+    model = backend.model
+    eos = sorted(backend.eos_token_ids)
+
+    def run(n: int) -> float:
+        sync(device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(**prepared.inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                           cache_implementation="static", compile_config=None, eos_token_id=eos,
+                           pad_token_id=eos[0] if eos else 0)
+        sync(device)
+        return time.perf_counter() - start
+
+    start = time.perf_counter()
+    run(new_tokens)  # the first run compiles
+    warmup = time.perf_counter() - start
+    ttft = statistics.median(run(1) for _ in range(runs))
+    total = statistics.median(run(new_tokens) for _ in range(runs))
+    return {"ttft_ms": ttft * 1000, "total_s": total, "decode_tok_s": (new_tokens - 1) / max(total - ttft, 1e-9),
+            "warmup_s": warmup}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--size", default="qwen2.5-vl-3b", choices=[*SIZES, *TEXT_SIZES])
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip-static", action="store_true", help="skip transformers' static cache + compile")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
+    request = {"prompt": "Describe this menu and list every dish with its price.", "images": [photo()],
+               "image_tier": "quality"}
+    report_paths: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = checkpoint(Path(tmp), args.size, dtype)
+        with optascan.load(path, device=args.device, engine="hf") as hf:
+            lm_bytes = sum(p.numel() * p.element_size() for p in hf.backend.language_model.parameters())
+            lm_bytes += hf.backend.model.lm_head.weight.numel() * hf.backend.model.lm_head.weight.element_size()
+            report_paths["hf_generate"] = timed_engine(hf, request, args.new_tokens, args.runs, args.device)
+            if not args.skip_static:
+                try:
+                    report_paths["hf_static_compile"] = timed_hf_static(hf, request, args.new_tokens, args.runs,
+                                                                        args.device)
+                except Exception as err:  # noqa: BLE001 - recorded, not fatal: the other paths still count
+                    report_paths["hf_static_compile"] = {"error": f"{type(err).__name__}: {err}"[:500]}
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        with optascan.load(path, device=args.device, engine="fast") as fast:
+            load_s = time.perf_counter() - start
+            report_paths["fast"] = timed_engine(fast, request, args.new_tokens, args.runs, args.device)
+            report_paths["fast"].update(load_s=load_s, warmup_s=fast.backend.warmup_s)
+            if args.device.startswith("cuda"):
+                report_paths["fast"]["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+    ceiling = H100_BANDWIDTH / lm_bytes if args.device.startswith("cuda") else None
+    for values in report_paths.values():
+        if ceiling and "decode_tok_s" in values:
+            values["fraction_of_ceiling"] = values["decode_tok_s"] / ceiling
+    reference, ours = report_paths["hf_generate"].pop("tokens"), report_paths["fast"].pop("tokens")
+    agree = next((i for i, (a, b) in enumerate(zip(reference, ours, strict=False)) if a != b),
+                 min(len(reference), len(ours)))
+    now = datetime.datetime.now(datetime.UTC)
+    report = {
+        "benchmark": "fast_decode", "date": now.isoformat(timespec="seconds"), **git_commit(),
+        "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda")
+        else f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)",
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "optascan": optascan.__version__},
+        "size": args.size, "dtype": dtype, "new_tokens": args.new_tokens, "runs": args.runs,
+        "language_model_bytes": lm_bytes, "ceiling_tok_s": ceiling, "paths": report_paths,
+        "text_equal_chars": agree, "text_equal": reference == ours,
+        "ttft_ratio_fast_over_hf": report_paths["fast"]["ttft_ms"] / report_paths["hf_generate"]["ttft_ms"],
+    }
+    device_tag = "h100" if "H100" in report["device"] else args.device.split(":")[0]
+    out = Path(args.out or ROOT / f"bench/results/fast_decode-{device_tag}-{args.size}-{now:%Y-%m-%d}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
