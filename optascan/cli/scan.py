@@ -38,7 +38,10 @@ def add_parser(commands: Any, name: str) -> None:
     p.add_argument("--image-tier", choices=IMAGE_TIERS, default=None,
                    help="image size cap: quality (2048 px), balanced (~1 MP) or battery (~0.4 MP); default: the mode's")
     p.add_argument("--mode", choices=("saver", "balanced", "performance"), default="balanced",
-                   help="performance mode: image tier and CPU threads (default: balanced)")
+                   help="performance mode: image tier, default max tokens and CPU threads (default: balanced)")
+    p.add_argument("--engine", choices=("auto", "hf", "fast"), default="auto",
+                   help="hf: transformers' generate; fast: optascan's own decoder for the language model "
+                        "(LLaVA, Idefics3, Qwen2-VL, Llama); auto: hf for now (default: auto)")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cuda, cuda:N, mps or cpu")
     p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--json", action="store_true",
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     status = StatusLine(sys.stderr, answer_on_same_screen=sys.stdout.isatty())
     status.show("loading model")
-    with load(args.model, device=args.device, dtype=args.dtype, mode=args.mode) as engine:
+    with load(args.model, device=args.device, dtype=args.dtype, mode=args.mode, engine=args.engine) as engine:
         cancel = CancelToken()
         previous = signal.signal(signal.SIGINT, _cancel_on_first_interrupt(cancel))
         try:

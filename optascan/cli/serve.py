@@ -36,6 +36,8 @@ def add_parser(commands: Any, name: str) -> None:
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default: auto)")
     p.add_argument("--mode", choices=("saver", "balanced", "performance"), default="balanced",
                    help="performance mode (default: balanced)")
+    p.add_argument("--engine", choices=("auto", "hf", "fast"), default="auto",
+                   help="decoding engine for loaded models (default: auto)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, models=args.model or [DEFAULT_MODEL], api_key=args.api_key or None,
         allowed_hosts=args.allowed_host, cors_origins=args.cors_origin, max_body_bytes=int(args.max_body_mb * MiB),
         allow_image_urls=args.allow_image_urls, keep_alive_s=args.keep_alive, max_queue=args.max_queue,
-        device=args.device, mode=args.mode)
+        device=args.device, mode=args.mode, engine=args.engine)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info",
                 timeout_graceful_shutdown=10)
     return 0

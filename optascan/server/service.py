@@ -37,6 +37,7 @@ class ServerSettings:
     max_queue: int = 32
     device: str = "auto"
     mode: str = "balanced"
+    engine: str = "auto"
 
 
 class Service:
@@ -52,7 +53,8 @@ class Service:
         from ..engine.engine import load
 
         return load(name, device=self.settings.device, mode=self.settings.mode, max_queue=self.settings.max_queue,
-                    image_settings=IntakeSettings(allow_urls=self.settings.allow_image_urls))
+                    image_settings=IntakeSettings(allow_urls=self.settings.allow_image_urls),
+                    engine=self.settings.engine)
 
     def model_names(self) -> list[str]:
         """What clients may ask for: the server's models, and models in the local cache (by catalog name or id)."""
