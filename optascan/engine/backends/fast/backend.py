@@ -49,6 +49,9 @@ class FastBackend(HFBackend):
         self.reuses_prefix = False  # the compact decoder keeps its own cache
         text_config = self.model.config.get_text_config()
         self.cache_tokens = min(cache_tokens, self.context_length or cache_tokens)
+        # the KV cache is allocated here, once: requests are bounded by its length (the spine refuses longer
+        # prompts and caps replies, with the reason in the result), not by free memory at request time
+        self.context_length = self.cache_tokens
         self.decoder: CompactDecoder = build_from(self.language_model, self.model.lm_head, text_config,
                                                   max_tokens=self.cache_tokens)
         self._capturing = False
@@ -66,8 +69,6 @@ class FastBackend(HFBackend):
             with torch.inference_mode():
                 embeds, positions = self._prefill_inputs(prepared.inputs)
                 n = embeds.shape[1]
-                if n + sampling.max_tokens > self.cache_tokens + 1:
-                    sampling = _fit(sampling, self.cache_tokens + 1 - n)
                 decoder = self.decoder
                 check(cancel)
                 logits = decoder(embeds, 0, *decoder.rotary(positions))
@@ -107,6 +108,9 @@ class FastBackend(HFBackend):
             if not on_token(token_id) or (token_id in self.eos_token_ids and not sampling.ignore_eos):
                 return
 
+    def request_budget_bytes(self) -> int | None:
+        return None  # see context_length above
+
     def _generate_with_hf(self, prepared: Prepared, sampling: Sampling, cancel: CancelToken,
                           on_token: OnToken) -> None:
         super().generate(prepared, sampling, cancel, on_token)
@@ -138,9 +142,3 @@ class FastBackend(HFBackend):
         else:
             positions = positions[0]
         return embeds, positions
-
-
-def _fit(sampling: Sampling, room: int) -> Sampling:
-    from dataclasses import replace
-
-    return replace(sampling, max_tokens=max(1, room))
