@@ -39,10 +39,13 @@ def browser():
 def page(browser, request):
     context = browser.new_context(viewport={"width": 1000, "height": 900})
     page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
     yield page
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
     context.close()
+    assert errors == []  # no uncaught script errors on the page
 
 
 class SlowScripted:
