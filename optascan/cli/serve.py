@@ -51,6 +51,22 @@ def run(args: argparse.Namespace) -> int:
         allowed_hosts=args.allowed_host, cors_origins=args.cors_origin, max_body_bytes=int(args.max_body_mb * MiB),
         allow_image_urls=args.allow_image_urls, keep_alive_s=args.keep_alive, max_queue=args.max_queue,
         device=args.device, mode=args.mode, engine=args.engine)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info",
-                timeout_graceful_shutdown=10)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=10)
+    _DrainingServer(config, app.state.service).run()
     return 0
+
+
+class _DrainingServer:
+    """uvicorn's server, but SIGTERM / Ctrl-C first refuse new work and cancel running generations, so open
+    streams end with their final chunk at once instead of being cut when the graceful wait runs out."""
+
+    def __new__(cls, config, service):
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig, frame) -> None:
+                service.begin_drain()
+                super().handle_exit(sig, frame)
+
+        return Server(config)

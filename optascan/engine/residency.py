@@ -40,25 +40,39 @@ class ModelPool:
             raise InvalidRequest("keep_alive_s must be 0 or more", field="keep_alive_s")
         self._load, self.budget_bytes, self.keep_alive_s, self._clock = load, budget_bytes, keep_alive_s, clock
         self._residents: dict[str, Resident] = {}
-        self._lock = threading.RLock()  # loads are serialised: two at once could both "fit"
+        self._lock = threading.RLock()  # the residents table: held only briefly, never across a load
+        self._loading = threading.Lock()  # loads are serialised: two at once could both "fit"
         self._stop_sweeper = threading.Event()
         self._sweeper: threading.Thread | None = None
 
     def get(self, name: str, *, estimated_bytes: int | None = None) -> Engine:
-        """The engine for ``name``, loading it (after evicting idle LRU models) if needed; marks it in use."""
-        with self._lock:
-            resident = self._residents.get(name)
-            if resident is None:
-                if estimated_bytes is not None:
+        """The engine for ``name``, loading it (after evicting idle LRU models) if needed; marks it in use.
+
+        A load (seconds to minutes) holds only the loading lock: status, release and sweeps go on meanwhile."""
+        if (engine := self._take(name)) is not None:
+            return engine
+        with self._loading:
+            if (engine := self._take(name)) is not None:  # loaded by another caller while this one waited
+                return engine
+            if estimated_bytes is not None:
+                with self._lock:
                     self._make_room(estimated_bytes, name)
-                engine = self._load(name)
-                size = int(getattr(engine.info, "weight_bytes", 0) or estimated_bytes or 0)
+            engine = self._load(name)
+            size = int(getattr(engine.info, "weight_bytes", 0) or estimated_bytes or 0)
+            with self._lock:
                 try:
                     self._make_room(size, name)  # measured size: evict more if the estimate was low
                 except ModelTooLarge:
                     engine.close()
                     raise
-                resident = self._residents[name] = Resident(name, engine, size, self._clock(), self.keep_alive_s)
+                self._residents[name] = Resident(name, engine, size, self._clock(), self.keep_alive_s, in_use=1)
+            return engine
+
+    def _take(self, name: str) -> Engine | None:
+        with self._lock:
+            resident = self._residents.get(name)
+            if resident is None:
+                return None
             resident.in_use += 1
             resident.last_used = self._clock()
             return resident.engine

@@ -71,7 +71,7 @@ class OptaSession:
             goal=self.goal, depth=self.depth.name, model=self.engine.name,
             questions=[vars(q) for q in self.analysis.questions], answers=self.answers,
             result=self.result.to_dict(), timings={"turns": [vars(g.timings) for g in self.generations]},
-            image=prepare_image(image).image if image is not None else None)
+            image=prepare_image(image, settings=self.engine.image_settings).image if image is not None else None)
 
     def _generate(self, messages: list[dict], max_tokens: int, on_event, cancel, schema: dict) -> Result:
         result = self.engine.generate(messages=messages, max_tokens=max_tokens, seed=self.seed, on_event=on_event,

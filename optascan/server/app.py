@@ -21,7 +21,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.staticfiles import StaticFiles
 
 from ..errors import OptascanError
-from . import native_api, openai_api
+from . import flow_api, native_api, openai_api
 from .errors import HTTPProblem, error_body, optascan_error_response, problem_response
 from .security import Guard, default_allowed_hosts
 from .service import ServerSettings, Service
@@ -37,8 +37,7 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Fast
         service.pool.start_sweeper(interval_s=min(5.0, max(0.5, settings.keep_alive_s / 10)))
         yield
         # shutdown (SIGTERM, Ctrl-C): refuse new work, stop what runs, unload
-        service.draining = True
-        service.cancel_all("the server is shutting down")
+        service.begin_drain()
         service.pool.close()
 
     app = FastAPI(title="optascan", version=_version(), lifespan=lifespan, docs_url="/docs", redoc_url=None)
@@ -46,6 +45,7 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Fast
     app.state.sessions = OrderedDict()
     app.include_router(openai_api.router)
     app.include_router(native_api.router)
+    app.include_router(flow_api.router)
 
     @app.exception_handler(OptascanError)
     async def optascan_error(_: Request, error: OptascanError) -> JSONResponse:

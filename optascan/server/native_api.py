@@ -1,13 +1,11 @@
-"""What the OpenAI API lacks: health, status, metrics, cancel, models (list, pull with progress, unload,
-delete) and the Opta flow (analyze → answer, streamed). Streams are SSE: ``data: {json}`` per event."""
+"""What the OpenAI API lacks: health, status, metrics, cancel, and models (list, pull with progress as SSE,
+unload, delete). The flow and the history are in flow_api.py."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,12 +13,10 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response, StreamingResponse
 
 from ..engine.cancel import CancelToken
-from ..errors import InvalidRequest, OptascanError
-from .errors import HTTPProblem, error_body, status_of
-from .service import Service, check_image_parts, new_id
+from .service import Service
+from .sse import sse_response
 
 router = APIRouter()
-MAX_SESSIONS = 64  # flow sessions kept between analyze and answer (oldest dropped first)
 
 
 def _service(request: Request) -> Service:
@@ -107,85 +103,7 @@ async def pull(body: PullBody, request: Request) -> StreamingResponse:
         return {"type": "done", "repo_id": result.repo_id, "commit": result.commit,
                 "downloaded_bytes": result.downloaded_bytes, "cancelled": result.cancelled}
 
-    return _sse(work)
-
-
-# --- the Opta flow -------------------------------------------------------------------------------------
-class AnalyzeBody(BaseModel):
-    goal: str
-    images: list[str] = []  # data: URLs
-    depth: str = "balanced"
-    model: str | None = None
-    seed: int | None = None
-
-
-class AnswerBody(BaseModel):
-    answers: dict[str, Any] = {}
-
-
-@router.post("/api/flow/analyze")
-async def analyze(body: AnalyzeBody, request: Request) -> StreamingResponse:
-    from ..flow.session import OptaSession
-
-    service = _service(request)
-    model = service.check_model(body.model)
-    check_image_parts([{"content": [{"type": "image_url", "image_url": {"url": u}} for u in body.images]}],
-                      service.settings.allow_image_urls)
-    engine = await service.engine(model)
-    try:
-        session = OptaSession(engine, body.goal, images=body.images, depth_name=body.depth, seed=body.seed)
-    finally:
-        service.pool.release(engine)
-    session_id = new_id()
-    sessions: OrderedDict = request.app.state.sessions
-    sessions[session_id] = (model, session)
-    while len(sessions) > MAX_SESSIONS:
-        sessions.popitem(last=False)
-
-    def work(token: CancelToken, emit: Callable[[dict], None]) -> dict:
-        analysis = _holding(service, model, lambda: session.analyze(on_event=_relay(emit), cancel=token))
-        return {"type": "analysis", "session_id": session_id, "understanding": analysis.understanding,
-                "questions": [dataclasses.asdict(q) for q in analysis.questions]}
-
-    return _sse(work, session_id)
-
-
-@router.post("/api/flow/{session_id}/answer")
-async def answer(session_id: str, body: AnswerBody, request: Request) -> StreamingResponse:
-    from ..flow.history import History
-
-    service = _service(request)
-    found = request.app.state.sessions.get(session_id)
-    if found is None:
-        raise InvalidRequest(f"no flow session {session_id!r}", field="session_id",
-                             hint="start again with POST /api/flow/analyze (sessions expire)")
-    model, session = found
-
-    def work(token: CancelToken, emit: Callable[[dict], None]) -> dict:
-        result = _holding(service, model, lambda: session.answer(body.answers, on_event=_relay(emit), cancel=token))
-        with History() as history:
-            scan_id = session.record(history)
-        return {"type": "answer", "session_id": session_id, "history_id": scan_id, "result": result.to_dict(),
-                "markdown": result.markdown}
-
-    return _sse(work, session_id)
-
-
-def _holding(service: Service, model: str, run: Callable[[], Any]) -> Any:
-    """Run a flow turn with the model held in the pool (not evicted mid-turn)."""
-    engine = service.pool.get(model)
-    try:
-        return run()
-    finally:
-        service.pool.release(engine)
-
-
-def _relay(emit: Callable[[dict], None]) -> Callable:
-    def on_event(event) -> None:
-        emit({"type": "progress", "state": event.state.value, "delta": event.delta, "tokens": event.tokens,
-              "max_tokens": event.max_tokens, "tokens_per_s": event.tokens_per_s,
-              "queue_position": event.queue_position})
-    return on_event
+    return sse_response(work)
 
 
 def _plain(value: Any) -> dict:
@@ -194,90 +112,3 @@ def _plain(value: Any) -> dict:
         item = getattr(value, f.name)
         out[f.name] = getattr(item, "value", item)
     return out
-
-
-def _sse(work: Callable[[CancelToken, Callable[[dict], None]], dict], stream_id: str | None = None
-         ) -> StreamingResponse:
-    """Run ``work`` in a thread; its events and final dict stream as SSE. A client that leaves cancels it."""
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue = asyncio.Queue()
-    token = CancelToken()
-
-    def emit(payload: dict) -> None:
-        loop.call_soon_threadsafe(events.put_nowait, payload)
-
-    def runner() -> None:
-        try:
-            emit(work(token, emit))
-        except OptascanError as error:
-            status, code = status_of(error)
-            emit({"type": "error", **error_body(error.message, code, status, param=getattr(error, "field", None),
-                                                hint=error.hint, recoverable=error.recoverable)})
-        finally:
-            emit(None)
-
-    async def body() -> AsyncIterator[str]:
-        task = asyncio.create_task(asyncio.to_thread(runner))
-        try:
-            while (payload := await events.get()) is not None:
-                yield f"data: {json.dumps(payload, ensure_ascii=False, default=str)}\n\n"
-        finally:
-            token.cancel("the client went away")
-            await asyncio.shield(task)
-
-    headers = {"Cache-Control": "no-cache", **({"X-Stream-Id": stream_id} if stream_id else {})}
-    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
-
-
-# --- history -------------------------------------------------------------------------------------------
-@router.get("/api/history")
-async def history_list(q: str | None = None, limit: int = 50) -> dict:
-    from ..flow.history import History
-
-    def read() -> list[dict]:
-        with History() as history:
-            scans = history.search(q, limit) if q else history.list(limit)
-            return [scan.to_dict() for scan in scans]
-
-    return {"scans": await asyncio.to_thread(read)}
-
-
-@router.get("/api/history/{scan_id}")
-async def history_show(scan_id: str) -> dict:
-    from ..flow.history import History
-
-    def read() -> dict | None:
-        with History() as history:
-            scan = history.show(scan_id)
-            return scan.to_dict(with_thumbnail=True) if scan else None
-
-    found = await asyncio.to_thread(read)
-    if found is None:
-        raise HTTPProblem(404, f"no scan {scan_id!r} in the history", "scan_not_found", param="scan_id")
-    return found
-
-
-@router.get("/api/history/{scan_id}/thumbnail")
-async def history_thumbnail(scan_id: str) -> Response:
-    from ..flow.history import History
-
-    def read() -> bytes | None:
-        with History() as history:
-            scan = history.show(scan_id)
-            return scan.thumbnail if scan else None
-
-    data = await asyncio.to_thread(read)
-    if not data:
-        raise HTTPProblem(404, f"no thumbnail for scan {scan_id!r}", "scan_not_found", param="scan_id")
-    return Response(data, media_type="image/jpeg")
-
-
-@router.delete("/api/history/{scan_id}")
-async def history_delete(scan_id: str) -> dict:
-    from ..flow.history import History
-
-    def remove() -> bool:
-        with History() as history:
-            return history.delete(scan_id)
-
-    return {"deleted": await asyncio.to_thread(remove)}

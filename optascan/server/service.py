@@ -116,6 +116,11 @@ class Service:
         token.cancel("cancelled through the API")
         return True
 
+    def begin_drain(self) -> None:
+        """Shutting down: new generations are refused (503) and running ones cancelled."""
+        self.draining = True
+        self.cancel_all("the server is shutting down")
+
     def cancel_all(self, reason: str) -> None:
         for token in list(self.generations.values()):
             token.cancel(reason)

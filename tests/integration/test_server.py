@@ -231,7 +231,8 @@ def sse(response) -> list[dict]:
 
 
 def test_the_flow_over_http_analyze_then_answer_into_history(tiny_dir):
-    settings = ServerSettings(models=[str(tiny_dir("llava"))])
+    # keep-alive 0: the model is unloaded after each turn, so the answer runs on a freshly loaded engine
+    settings = ServerSettings(models=[str(tiny_dir("llava"))], keep_alive_s=0)
     with LiveServer(settings) as live, httpx.Client(base_url=live.url, timeout=120) as http:
         with http.stream("POST", "/api/flow/analyze", json={"goal": "cheapest item", "images": [SHAPES],
                                                             "depth": "quick", "seed": 1}) as response:
@@ -244,6 +245,9 @@ def test_the_flow_over_http_analyze_then_answer_into_history(tiny_dir):
             final = sse(response)[-1]
         assert final["type"] == "answer" and final["markdown"].startswith("## ")
         assert final["history_id"]
+        assert http.get("/api/status").json()["loaded"] == []  # unloaded between and after the turns
+        again = http.post(f"/api/flow/{analysis['session_id']}/answer", json={"answers": {}})
+        assert again.status_code == 400  # a finished session is gone, with its images
         missing = http.post("/api/flow/nope/answer", json={"answers": {}})
         assert missing.status_code == 400
 
@@ -323,13 +327,14 @@ def test_sigterm_stops_accepting_ends_in_flight_work_and_exits(tiny_dir):
                 next(lines)
                 started = time.monotonic()
                 process.send_signal(signal.SIGTERM)
-                rest = list(lines)  # the stream ends: finished or cut, not left hanging
+                rest = list(lines)  # the generation is cancelled: the stream ends properly, at once
         # uvicorn re-raises the signal once it has shut down cleanly, so the exit status says "terminated"
         assert process.wait(timeout=30) in (0, -signal.SIGTERM)
         assert time.monotonic() - started < 30
         log = process.stdout.read().decode()
         assert "Waiting for application shutdown" in log and "Application shutdown complete" in log, log
-        assert len(rest) < 100_000
+        assert [line for line in rest if line][-1] == "data: [DONE]" and len(rest) < 100_000
+        assert time.monotonic() - started < 8  # not the 10 s graceful timeout: cancelled, not cut
         with pytest.raises(httpx.ConnectError):
             httpx.get(url + "/health")
     finally:

@@ -100,3 +100,34 @@ def test_the_sweeper_unloads_idle_models_without_any_traffic():
     assert closed == ["a"] and pool.loaded() == []
     pool.close()
     assert not pool._sweeper.is_alive()
+
+
+def test_a_slow_load_does_not_block_status_release_or_other_models():
+    import threading
+
+    pool, clock, loads, closed = make_pool()
+    pool.get("b")
+    gate = threading.Event()
+    real_load = pool._load
+
+    def slow_load(name):
+        if name == "a":
+            gate.wait(10)
+        return real_load(name)
+
+    pool._load = slow_load
+    loader = threading.Thread(target=pool.get, args=("a",))
+    loader.start()
+    time.sleep(0.05)  # the load of "a" is now in progress
+    done = threading.Event()
+
+    def status_calls():
+        pool.loaded(), pool.queue_depth, pool.used_bytes
+        pool.release(pool.get("b"))  # a resident model is served while another loads
+        done.set()
+
+    threading.Thread(target=status_calls).start()
+    assert done.wait(2), "status and a resident model's get/release waited for another model's load"
+    gate.set()
+    loader.join(5)
+    assert {m["name"] for m in pool.loaded()} == {"a", "b"}
