@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import FileResponse, JSONResponse
 from starlette.staticfiles import StaticFiles
@@ -55,6 +56,12 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Fast
     async def problem(_: Request, error: HTTPProblem) -> JSONResponse:
         return problem_response(error)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:  # 404, 405 from routing
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return JSONResponse(error_body(str(error.detail), code, error.status_code), status_code=error.status_code,
+                            headers=getattr(error, "headers", None))
+
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0] if error.errors() else {}
@@ -71,7 +78,8 @@ def create_app(settings: ServerSettings, service: Service | None = None) -> Fast
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "X-API-Key"])
     hosts = settings.allowed_hosts or default_allowed_hosts(settings.host)
-    app.add_middleware(Guard, allowed_hosts=hosts, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(Guard, allowed_hosts=hosts, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes,
+                       cors_origins=settings.cors_origins)
     return app
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response, StreamingResponse
 
 from ..engine.cancel import CancelToken
+from ..errors import OptascanError
 from .service import Service
 from .sse import sse_response
 
@@ -83,7 +84,10 @@ async def delete(name: str, request: Request) -> dict:
 
     service = _service(request)
     model = find_installed(name)  # ModelNotFound → 404
-    await asyncio.to_thread(service.pool.unload, name)
+    # the pool knows a model by the name it was asked for (catalog name or repo id): unload every alias
+    for loaded in service.pool.loaded():
+        if loaded["name"] == name or _repo_of(loaded["name"]) == model.repo_id:
+            await asyncio.to_thread(service.pool.unload, loaded["name"])
     await asyncio.to_thread(delete_installed, model)
     return {"deleted": model.repo_id, "bytes": model.size_on_disk}
 
@@ -112,3 +116,12 @@ def _plain(value: Any) -> dict:
         item = getattr(value, f.name)
         out[f.name] = getattr(item, "value", item)
     return out
+
+
+def _repo_of(name: str) -> str | None:
+    from ..models.pull import repo_for
+
+    try:
+        return repo_for(name)
+    except OptascanError:
+        return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from .errors import error_body, status_of
 from .service import Service, check_image_parts, new_id
 
 router = APIRouter()
+HOLD_S = 0.5  # see chat_completions: how long a stream's headers wait for its first token
 
 
 class ChatCompletionRequest(BaseModel):
@@ -35,6 +37,10 @@ class ChatCompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     n: int | None = None
     response_format: dict[str, Any] | None = None
+    # vLLM-style extensions
+    ignore_eos: bool = False
+    top_k: int | None = None
+    repetition_penalty: float | None = None
 
 
 def to_request(body: ChatCompletionRequest, allow_urls: bool) -> GenerationRequest:
@@ -54,13 +60,12 @@ def to_request(body: ChatCompletionRequest, allow_urls: bool) -> GenerationReque
         elif kind not in ("text", None):
             raise InvalidRequest(f"unknown response_format type {kind!r}", field="response_format")
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or ())
-    extra = body.model_extra or {}  # vLLM-style extensions: ignore_eos, top_k, repetition_penalty
     return GenerationRequest(
         messages=body.messages, max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=1.0 if body.temperature is None else body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p, seed=body.seed, stop=stop, json_schema=schema,
-        ignore_eos=bool(extra.get("ignore_eos", False)), top_k=int(extra.get("top_k") or 0),
-        repetition_penalty=float(extra.get("repetition_penalty") or 1.0))
+        ignore_eos=body.ignore_eos, top_k=body.top_k or 0,
+        repetition_penalty=1.0 if body.repetition_penalty is None else body.repetition_penalty)
 
 
 def _finish(reason: FinishReason) -> str:
@@ -80,6 +85,16 @@ async def list_models(request: Request) -> dict:
                                        for name in service.model_names()]}
 
 
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, request: Request) -> dict:
+    service: Service = request.app.state.service
+    if model_id not in service.model_names():
+        from ..errors import ModelNotFound
+
+        raise ModelNotFound(f"model {model_id!r} is not served here", hint="GET /v1/models lists them")
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "optascan"}
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     service: Service = request.app.state.service
@@ -89,23 +104,84 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     created = int(time.time())
     events = service.stream(model, generation, completion_id)
     if not body.stream:
-        result = None
-        async for event in events:
-            result = event.result or result
+        result = await _until_done(events, request, service, completion_id)
         if result.error is not None:
             raise result.error
         return {"id": completion_id, "object": "chat.completion", "created": created, "model": model,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
                              "finish_reason": _finish(result.finish_reason)}],
                 "usage": _usage(result)}
-    first = await anext(events)  # errors before the first event (queue full, bad image) are plain HTTP errors
+    # Hold the response briefly, until the first token or the end: errors that come fast (a bad image, a prompt
+    # too long) are then plain HTTP errors with their status. A request that waits in the queue or prefills
+    # longer starts its stream anyway (headers, X-Generation-Id for cancel); a later error is an error event.
+    pump = _Pump(events)
+    first = await pump.next()
+    deadline = time.monotonic() + HOLD_S
+    while first is not None and not (first.delta or first.result is not None):
+        try:
+            first = await asyncio.wait_for(pump.next(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            break
+    if first is not None and first.result is not None and first.result.error is not None:
+        await pump.close()  # finished: release the model and count the request now
+        raise first.result.error
     include_usage = bool((body.stream_options or {}).get("include_usage"))
-    return StreamingResponse(_sse(first, events, completion_id, created, model, include_usage),
+    return StreamingResponse(_sse(first, pump, completion_id, created, model, include_usage),
                              media_type="text/event-stream", headers={"Cache-Control": "no-cache",
                                                                       "X-Generation-Id": completion_id})
 
 
-async def _sse(first, events: AsyncIterator, completion_id: str, created: int, model: str,
+async def _until_done(events: AsyncIterator, request: Request, service: Service, completion_id: str):
+    """The final result of a non-streamed request; a client that hangs up cancels the generation."""
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await asyncio.sleep(0.25)
+        service.cancel(completion_id)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        result = None
+        async for event in events:
+            result = event.result or result
+        return result
+    finally:
+        watcher.cancel()
+
+
+class _Pump:
+    """Moves a generation's events into a queue from a task of its own, so waiting for one with a timeout never
+    cancels the generation; closing the pump (client gone) does."""
+
+    def __init__(self, events: AsyncIterator) -> None:
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.events = events
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async for event in self.events:
+                self.queue.put_nowait(event)
+        except Exception as error:  # noqa: BLE001 - a refusal before the first event (queue full, bad model)
+            self.queue.put_nowait(error)
+        finally:
+            self.queue.put_nowait(None)
+
+    async def next(self):
+        item = await self.queue.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    async def close(self) -> None:
+        self.task.cancel()
+        try:
+            await self.task
+        except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the generation reports its own errors
+            pass
+        await self.events.aclose()
+
+
+async def _sse(first, pump: _Pump, completion_id: str, created: int, model: str,
                include_usage: bool) -> AsyncIterator[str]:
     def chunk(delta: dict, finish: str | None, **extra: Any) -> str:
         body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -115,7 +191,7 @@ async def _sse(first, events: AsyncIterator, completion_id: str, created: int, m
     yield chunk({"role": "assistant", "content": ""}, None)
     try:
         event = first
-        while True:
+        while event is not None:
             if event.delta:
                 yield chunk({"content": event.delta}, None)
             if event.result is not None:
@@ -132,7 +208,7 @@ async def _sse(first, events: AsyncIterator, completion_id: str, created: int, m
                                 "model": model, "choices": [], "usage": _usage(result)}
                         yield f"data: {json.dumps(body)}\n\n"
                 break
-            event = await anext(events)
+            event = await pump.next()
         yield "data: [DONE]\n\n"
     finally:
-        await events.aclose()  # a client that went away: the generation is cancelled here
+        await pump.close()  # a client that went away: the generation is cancelled here

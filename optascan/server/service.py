@@ -141,10 +141,10 @@ def check_image_parts(messages: list[dict[str, Any]], allow_urls: bool) -> None:
             if kind == "image_url":
                 ref = part.get("image_url")
                 url = ref.get("url") if isinstance(ref, dict) else ref
-                url = url.strip() if isinstance(url, str) else ""
+                url = url if isinstance(url, str) else ""  # checked exactly as the intake will read it
                 if url.startswith("data:"):
                     continue
-                if url.lower().startswith(("http://", "https://")):
+                if url.startswith(("http://", "https://")):
                     if allow_urls:
                         continue
                     raise InvalidRequest(f"messages[{index}]: image URLs are off on this server; send the image as "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -164,9 +165,10 @@ def test_api_key_guards_every_route_but_health(tiny_dir):
         routes |= {("GET", "/"), ("GET", "/docs"), ("GET", "/openapi.json"), ("GET", "/static/index.html")}
         assert len(routes) >= 16
         for method, path in sorted(routes):
-            concrete = path.replace("{generation_id}", "x").replace("{name:path}", "x").replace("{session_id}", "x")
+            concrete = re.sub(r"\{[^}]+\}", "x", path)
             response = httpx.request(method, live.url + concrete)
-            expected = 200 if path == "/health" else 401
+            page_file = method == "GET" and (path == "/" or path.startswith("/static/"))
+            expected = 200 if path == "/health" or page_file else 401  # the page's files hold no data
             assert response.status_code == expected, (method, path, response.status_code)
         ok = httpx.get(live.url + "/v1/models", headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 200
@@ -348,3 +350,50 @@ def _up(url: str) -> bool:
         return httpx.get(url + "/health", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_cross_site_posts_are_refused_and_same_site_ones_pass(server):
+    foreign = httpx.post(server.url + "/api/models/demo/unload", headers={"Origin": "https://evil.example"})
+    assert foreign.status_code == 403 and foreign.json()["error"]["code"] == "cross_site_refused"
+    own = httpx.post(server.url + "/api/models/demo/unload", headers={"Origin": server.url})
+    assert own.status_code == 200
+
+
+def test_chunked_body_over_the_cap_unknown_routes_and_bad_extras_get_openai_shaped_errors(server):
+    def chunks():
+        for _ in range(40):
+            yield b"x" * 2**20
+
+    huge = httpx.post(server.url + "/v1/chat/completions", content=chunks(),
+                      headers={"Content-Type": "application/json"})
+    assert huge.status_code == 413 and huge.json()["error"]["code"] == "body_too_large"
+    missing = httpx.get(server.url + "/v1/nothing")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    wrong = httpx.put(server.url + "/v1/chat/completions", json={})
+    assert wrong.status_code == 405 and "error" in wrong.json()
+    for extra in ({"top_k": "abc"}, {"repetition_penalty": "x"}, {"ignore_eos": "maybe"}):
+        bad = httpx.post(server.url + "/v1/chat/completions",
+                         json={"model": "demo", "messages": [{"role": "user", "content": "hi"}], **extra})
+        assert bad.status_code == 422, (extra, bad.text)
+
+
+def test_a_stream_that_fails_before_its_first_token_is_a_plain_http_error(server):
+    body = {"model": "demo", "stream": True, "messages": ask("x", "data:image/png;base64,bm90IGFuIGltYWdl")}
+    response = httpx.post(server.url + "/v1/chat/completions", json=body)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_image"
+
+
+def test_models_retrieve(client):
+    assert client.models.retrieve("demo").id == "demo"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nope")
+
+
+def test_a_non_streaming_client_that_hangs_up_cancels_its_generation(server):
+    before = metric(server, "optascan_requests_total", outcome="cancelled")
+    body = {"model": server.long_model, "messages": [{"role": "user", "content": "go"}], "max_tokens": 100_000,
+            "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/chat/completions", json=body, timeout=1.5)
+    wait_until(lambda: metric(server, "optascan_requests_total", outcome="cancelled") == before + 1)
+    assert httpx.get(server.url + "/api/status").json()["running"] == []
