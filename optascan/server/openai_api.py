@@ -116,12 +116,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     # longer starts its stream anyway (headers, X-Generation-Id for cancel); a later error is an error event.
     pump = _Pump(events)
     first = await pump.next()
-    deadline = time.monotonic() + HOLD_S
-    while first is not None and not (first.delta or first.result is not None):
-        try:
-            first = await asyncio.wait_for(pump.next(), max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            break
+    try:
+        async with asyncio.timeout(HOLD_S):  # cancels only the wait on the queue, never the generation
+            while first is not None and not (first.delta or first.result is not None):
+                first = await pump.next()
+    except TimeoutError:
+        pass
     if first is not None and first.result is not None and first.result.error is not None:
         await pump.close()  # finished: release the model and count the request now
         raise first.result.error
