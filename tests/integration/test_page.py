@@ -161,3 +161,24 @@ def test_phone_viewport_keyboard_and_labels(browser, server):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "phone.png"), full_page=True)
     context.close()
+
+
+def test_the_page_works_behind_an_api_key(browser, tiny_dir):
+    with LiveServer(ServerSettings(models=["demo"], api_key="k3y")) as live:
+        context = browser.new_context()
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(live.url + "/?api_key=k3y")
+        page.wait_for_function("document.querySelector('#model').options.length > 0")
+        page.set_input_files("#photo", str(ROOT / "examples/shapes.jpg"))
+        page.wait_for_selector("#preview:not([hidden])")
+        page.fill("#goal", "What colour is the star?")
+        page.click("#start")
+        page.wait_for_function("document.querySelector('#answer').textContent === 'yellow'")
+        wrong = context.new_page()
+        wrong.goto(live.url + "/")  # no key: the page loads, its API calls are refused
+        wrong.wait_for_function("document.querySelector('#error') && !document.querySelector('#error').hidden")
+        assert "API key" in wrong.inner_text("#error")
+        context.close()
+        assert errors == []
