@@ -28,6 +28,7 @@ _STATUS: list[tuple[type[BaseException], int, str]] = [
     (e.OutOfMemory, 503, "out_of_memory"),
     (e.ModelTooLarge, 503, "model_too_large"),
     (e.InsufficientDiskSpace, 507, "insufficient_disk_space"),
+    (e.Cancelled, 499, "cancelled"),  # on a stream: the client or POST /api/generations/{id}/cancel stopped it
     (e.OptascanError, 500, "internal_error"),
 ]
 

@@ -64,7 +64,7 @@ async def analyze(body: AnalyzeBody, request: Request) -> StreamingResponse:
         return {"type": "analysis", "session_id": session_id, "understanding": analysis.understanding,
                 "questions": [dataclasses.asdict(q) for q in analysis.questions]}
 
-    return sse_response(work, session_id)
+    return sse_response(work, session_id, service.generations)
 
 
 @router.post("/api/flow/{session_id}/answer")
@@ -91,7 +91,7 @@ async def answer(session_id: str, body: AnswerBody, request: Request) -> Streami
         return {"type": "answer", "session_id": session_id, "history_id": scan_id, "result": result.to_dict(),
                 "markdown": result.markdown}
 
-    return sse_response(work, session_id)
+    return sse_response(work, session_id, service.generations)
 
 
 def _sessions(request: Request) -> OrderedDict:

@@ -14,7 +14,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ..engine.cancel import CancelToken
 from ..errors import OptascanError
-from .service import Service
+from .service import Service, new_id
 from .sse import sse_response
 
 router = APIRouter()
@@ -107,7 +107,7 @@ async def pull(body: PullBody, request: Request) -> StreamingResponse:
         return {"type": "done", "repo_id": result.repo_id, "commit": result.commit,
                 "downloaded_bytes": result.downloaded_bytes, "cancelled": result.cancelled}
 
-    return sse_response(work)
+    return sse_response(work, f"pull-{new_id()}", _service(request).generations)
 
 
 def _plain(value: Any) -> dict:

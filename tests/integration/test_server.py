@@ -397,3 +397,25 @@ def test_a_non_streaming_client_that_hangs_up_cancels_its_generation(server):
         httpx.post(server.url + "/v1/chat/completions", json=body, timeout=1.5)
     wait_until(lambda: metric(server, "optascan_requests_total", outcome="cancelled") == before + 1)
     assert httpx.get(server.url + "/api/status").json()["running"] == []
+
+
+def test_flow_streams_can_be_cancelled_through_the_api():
+    from optascan import Engine
+    from optascan.server.service import Service
+    from optascan.testing.scripted import ScriptedBackend, byte_tokens
+
+    backend = ScriptedBackend(*byte_tokens("word " * 2000), step=lambda i: time.sleep(0.02))
+    settings = ServerSettings(models=["slow"])
+    with LiveServer(settings, Service(settings, load=lambda name: Engine(backend, name=name))) as live, \
+            httpx.Client(base_url=live.url, timeout=60) as http:
+        with http.stream("POST", "/api/flow/analyze", json={"goal": "anything", "depth": "thorough"}) as response:
+            stream_id = response.headers["x-stream-id"]
+            events = []
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+                    if len(events) == 3:
+                        assert http.post(f"/api/generations/{stream_id}/cancel").status_code == 200
+        assert events[-1]["type"] == "error" and events[-1]["error"]["code"] == "cancelled"
+        assert backend.steps_run < 500
+        assert http.get("/api/status").json()["running"] == []
