@@ -99,6 +99,7 @@ async function flowStream(path, body) {
   setRunning(job);
   const response = await api(path, { json: body, signal: job.abort.signal });
   if (!response.ok) throw new Error(await failure(response));
+  job.generationId = response.headers.get("X-Stream-Id"); // Cancel stops it on the server through the API
   let final = null;
   await readSSE(response, (event) => {
     if (event.type === "progress") {
