@@ -43,10 +43,14 @@ class AnswerBody(BaseModel):
 
 @router.post("/api/flow/analyze")
 async def analyze(body: AnalyzeBody, request: Request) -> StreamingResponse:
+    from ..flow.prompts import depth
     from ..flow.session import OptaSession
 
     service = _service(request)
     model = service.check_model(body.model)
+    depth(body.depth)  # unknown depth: 400 now, not an error event later
+    if not body.goal.strip():
+        raise InvalidRequest("the goal is empty", field="goal")
     check_image_parts([{"content": [{"type": "image_url", "image_url": {"url": u}} for u in body.images]}],
                       service.settings.allow_image_urls)
     session_id = new_id()
