@@ -100,6 +100,9 @@ class PullBody(BaseModel):
 @router.post("/api/pull")
 async def pull(body: PullBody, request: Request) -> StreamingResponse:
     from ..models.pull import pull as run_pull
+    from ..models.pull import repo_for
+
+    repo_for(body.model)  # a malformed name or the shipped demo: a plain 400/404 before any stream starts
 
     def work(token: CancelToken, emit: Callable[[dict], None]) -> dict:
         result = run_pull(body.model, revision=body.revision, cancel=token,

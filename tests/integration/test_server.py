@@ -419,3 +419,9 @@ def test_flow_streams_can_be_cancelled_through_the_api():
         assert events[-1]["type"] == "error" and events[-1]["error"]["code"] == "cancelled"
         assert backend.steps_run < 500
         assert http.get("/api/status").json()["running"] == []
+
+
+def test_pull_refuses_bad_names_before_streaming(server):
+    for name, status in (("../../etc", 400), ("a b", 400), ("demo", 404)):
+        response = httpx.post(server.url + "/api/pull", json={"model": name})
+        assert response.status_code == status, (name, response.text)
