@@ -62,6 +62,7 @@ async function ask(goal, model) {
   if (photo) content.unshift({ type: "image_url", image_url: { url: photo } });
   const job = { abort: new AbortController() };
   setRunning(job);
+  const started = performance.now(); // before the request: time to first token as the user waits for it
   const response = await api("/v1/chat/completions", {
     json: { model, messages: [{ role: "user", content }], stream: true, temperature: 0, max_tokens: 256,
             stream_options: { include_usage: true } },
@@ -70,7 +71,6 @@ async function ask(goal, model) {
   if (!response.ok) throw new Error(await failure(response));
   job.generationId = response.headers.get("X-Generation-Id");
   let tokens = 0;
-  const started = performance.now();
   let first = null;
   await readSSE(response, (chunk) => {
     if (chunk.error) throw new Error(chunk.error.message);
