@@ -28,13 +28,13 @@ from pathlib import Path
 
 import torch
 import transformers
-from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optascan  # noqa: E402
+from bench.inputs import menu_photo, qwen2_vl_checkpoint  # noqa: E402
 from bench.provenance import ROOT, git_commit  # noqa: E402
-from optascan.testing.tiny import TEXT_SIZES, build_tiny_checkpoint  # noqa: E402
+from optascan.testing.tiny import TEXT_SIZES  # noqa: E402
 
 SIZES = {
     "qwen2.5-vl-3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
@@ -43,25 +43,6 @@ SIZES = {
                           num_key_value_heads=4),
 }
 H100_BANDWIDTH = 3.35e12
-
-
-def photo() -> Image.Image:
-    image = Image.new("RGB", (1024, 768), (235, 230, 220))
-    draw = ImageDraw.Draw(image)
-    for row in range(12):
-        draw.rectangle([60, 50 + row * 58, 60 + 40 * (row % 5 + 6), 80 + row * 58], fill=(40, 40, 40))
-    return image
-
-
-def checkpoint(tmp: Path, size: str, dtype: str) -> Path:
-    path = build_tiny_checkpoint("qwen2_vl", tmp / "ckpt", text_size=SIZES.get(size) or size, dtype=dtype)
-    config_path = path / "processor_config.json"
-    config = json.loads(config_path.read_text())
-    for key in ("image_processor", "video_processor"):
-        if key in config:  # the real processor's pixel budget: a 1024×768 photo is ~1,000 image tokens
-            config[key]["size"] = {"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 1280}
-    config_path.write_text(json.dumps(config, indent=2))
-    return path
 
 
 def sync(device: str) -> None:
@@ -132,11 +113,11 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
-    request = {"prompt": "Describe this menu and list every dish with its price.", "images": [photo()],
+    request = {"prompt": "Describe this menu and list every dish with its price.", "images": [menu_photo()],
                "image_tier": "quality"}
     report_paths: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        path = checkpoint(Path(tmp), args.size, dtype)
+        path = qwen2_vl_checkpoint(Path(tmp) / "ckpt", SIZES.get(args.size) or args.size, dtype)
         with optascan.load(path, device=args.device, engine="hf") as hf:
             lm_bytes = sum(p.numel() * p.element_size() for p in hf.backend.language_model.parameters())
             lm_bytes += hf.backend.model.lm_head.weight.numel() * hf.backend.model.lm_head.weight.element_size()

@@ -24,35 +24,13 @@ from pathlib import Path
 
 import torch
 import transformers
-from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optascan  # noqa: E402
+from bench.inputs import menu_photo, qwen2_vl_checkpoint  # noqa: E402
 from bench.provenance import ROOT, git_commit  # noqa: E402
 from optascan.flow.prompts import DEPTHS, analyze_messages, answer_messages  # noqa: E402
-from optascan.testing.tiny import build_tiny_checkpoint  # noqa: E402
-
-QWEN2_VL_PIXELS = {"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 1280}  # the real processor's defaults
-
-
-def photo() -> Image.Image:
-    image = Image.new("RGB", (1024, 768), (235, 230, 220))
-    draw = ImageDraw.Draw(image)
-    for row in range(12):  # a menu-like page: lines of "text" blocks
-        draw.rectangle([60, 50 + row * 58, 60 + 40 * (row % 5 + 6), 80 + row * 58], fill=(40, 40, 40))
-    return image
-
-
-def checkpoint(tmp: Path, size: str) -> Path:
-    path = build_tiny_checkpoint("qwen2_vl", tmp / "qwen2-vl", text_size=size)
-    config_path = path / "processor_config.json"
-    config = json.loads(config_path.read_text())
-    for key in ("image_processor", "video_processor"):
-        if key in config:
-            config[key]["size"] = QWEN2_VL_PIXELS
-    config_path.write_text(json.dumps(config, indent=2))
-    return path
 
 
 def main() -> None:
@@ -63,9 +41,9 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     depth = DEPTHS["balanced"]
-    with tempfile.TemporaryDirectory() as tmp, optascan.load(checkpoint(Path(tmp), args.size),
+    with tempfile.TemporaryDirectory() as tmp, optascan.load(qwen2_vl_checkpoint(Path(tmp) / "qwen2-vl", args.size),
                                                              device=args.device) as engine:
-        first_turn = analyze_messages("the most filling dish under $15", [photo()], depth)
+        first_turn = analyze_messages("the most filling dish under $15", [menu_photo()], depth)
         ttft: dict[str, list[float]] = {"warm": [], "cold": []}
         shapes = {}
         for run in range(args.runs * 2):
