@@ -76,37 +76,22 @@ class CompactDecoder(nn.Module):
     def forward(self, embeds: torch.Tensor, start: int, cos: torch.Tensor, sin: torch.Tensor,
                 all_logits: bool = False) -> torch.Tensor:
         """Run ``embeds`` [1, n, hidden] at cache positions start..start+n-1; logits of the last (or all)."""
-        s = self.shape
         n = embeds.shape[1]
         end = start + n
         if end > self.max_tokens:
             raise ValueError(f"{end} positions exceed the cache of {self.max_tokens}")
-        q_size, kv_size = s.heads * s.head_dim, s.kv_heads * s.head_dim
-        cos, sin = cos[None, None], sin[None, None]  # [1, 1, n, head_dim]
         # causal within the new tokens, everything before them visible
         mask = None
         if n > 1:
             mask = torch.ones(n, end, dtype=torch.bool, device=embeds.device).tril(diagonal=start)
-        x = embeds
-        for i in range(s.layers):
-            h = _rms(x, self.norm_in[i], s.eps)
-            qkv = F.linear(h, self.qkv_weight[i], self.qkv_bias[i])
-            q = qkv[..., :q_size].view(1, n, s.heads, s.head_dim).transpose(1, 2)
-            k = qkv[..., q_size:q_size + kv_size].view(1, n, s.kv_heads, s.head_dim).transpose(1, 2)
-            v = qkv[..., q_size + kv_size:].view(1, n, s.kv_heads, s.head_dim).transpose(1, 2)
-            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+
+        def store(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             self.k_cache[i, :, :, start:end] = k
             self.v_cache[i, :, :, start:end] = v
-            attn = F.scaled_dot_product_attention(
-                q, self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end], attn_mask=mask,
-                enable_gqa=s.kv_heads != s.heads)
-            x = x + self.o[i](attn.transpose(1, 2).reshape(1, n, q_size))
-            h = _rms(x, self.norm_post[i], s.eps)
-            gate, up = F.linear(h, self.gate_up_weight[i]).chunk(2, dim=-1)
-            x = x + self.down[i](F.silu(gate) * up)
-        x = _rms(x if all_logits else x[:, -1:], self.norm_final, s.eps)
-        return self.lm_head(x)
+            return self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
 
+        x = self._layers(embeds, cos, sin, store, mask)
+        return self.lm_head(_rms(x if all_logits else x[:, -1:], self.norm_final, self.shape.eps))
 
     def step(self, token: torch.Tensor, index: torch.Tensor, rope_position: torch.Tensor) -> torch.Tensor:
         """One decode step with static shapes and no host synchronisation (what a CUDA graph captures).
@@ -115,29 +100,38 @@ class CompactDecoder(nn.Module):
         runs over the whole cache with the slots after ``index`` masked, so no shape depends on the step.
         Returns the logits [1, vocab].
         """
-        s = self.shape
-        q_size, kv_size = s.heads * s.head_dim, s.kv_heads * s.head_dim
-        cos, sin = self.rotary(rope_position)
-        cos, sin = cos[None, None], sin[None, None]
         slots = torch.arange(self.max_tokens, device=index.device)
         mask = (slots <= index).view(1, 1, 1, -1)
-        x = self.embed(token)
+
+        def store(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            self.k_cache[i].index_copy_(2, index, k)
+            self.v_cache[i].index_copy_(2, index, v)
+            return self.k_cache[i], self.v_cache[i]
+
+        x = self._layers(self.embed(token), *self.rotary(rope_position), store, mask)
+        return self.lm_head(_rms(x, self.norm_final, self.shape.eps))[:, -1]
+
+    def _layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, store, mask) -> torch.Tensor:
+        """The decoder layers over ``x`` [1, n, hidden]; ``store(i, k, v)`` writes layer i's new keys and values
+        into the cache and returns the keys and values to attend over."""
+        s = self.shape
+        n = x.shape[1]
+        q_size, kv_size = s.heads * s.head_dim, s.kv_heads * s.head_dim
+        cos, sin = cos[None, None], sin[None, None]  # [1, 1, n, head_dim]
         for i in range(s.layers):
             h = _rms(x, self.norm_in[i], s.eps)
             qkv = F.linear(h, self.qkv_weight[i], self.qkv_bias[i])
-            q = qkv[..., :q_size].view(1, 1, s.heads, s.head_dim).transpose(1, 2)
-            k = qkv[..., q_size:q_size + kv_size].view(1, 1, s.kv_heads, s.head_dim).transpose(1, 2)
-            v = qkv[..., q_size + kv_size:].view(1, 1, s.kv_heads, s.head_dim).transpose(1, 2)
+            q = qkv[..., :q_size].view(1, n, s.heads, s.head_dim).transpose(1, 2)
+            k = qkv[..., q_size:q_size + kv_size].view(1, n, s.kv_heads, s.head_dim).transpose(1, 2)
+            v = qkv[..., q_size + kv_size:].view(1, n, s.kv_heads, s.head_dim).transpose(1, 2)
             q, k = _rope(q, cos, sin), _rope(k, cos, sin)
-            self.k_cache[i].index_copy_(2, index, k)
-            self.v_cache[i].index_copy_(2, index, v)
-            attn = F.scaled_dot_product_attention(q, self.k_cache[i], self.v_cache[i], attn_mask=mask,
-                                                  enable_gqa=s.kv_heads != s.heads)
-            x = x + self.o[i](attn.transpose(1, 2).reshape(1, 1, q_size))
+            keys, values = store(i, k, v)
+            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=s.kv_heads != s.heads)
+            x = x + self.o[i](attn.transpose(1, 2).reshape(1, n, q_size))
             h = _rms(x, self.norm_post[i], s.eps)
             gate, up = F.linear(h, self.gate_up_weight[i]).chunk(2, dim=-1)
             x = x + self.down[i](F.silu(gate) * up)
-        return self.lm_head(_rms(x, self.norm_final, s.eps))[:, -1]
+        return x
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
