@@ -88,6 +88,8 @@ class HFBackend:
         self.kv_bytes_per_token = kv_bytes_per_token(text_config.to_dict(), torch.finfo(self.dtype).bits // 8)
         self.memory_fraction = memory_fraction
         self._grammars: dict[str, Any] = {}  # compiled JSON-schema grammars, by schema text
+        self._grammar_compiler: Any = None  # built on the first schema
+        self._control_tokens: list[int] | None = None  # built on the first schema
         self.cache_limit = cache_limit_bytes(self.weight_bytes)
         self._cancel: CancelToken | None = None
         self._stage = "preprocessing"  # where an error happened, for OOM messages
@@ -150,12 +152,12 @@ class HFBackend:
         from xgrammar.contrib.hf import LogitsProcessor as GrammarProcessor
 
         if schema_text not in self._grammars:
-            if "compiler" not in self._grammars:
+            if self._grammar_compiler is None:
                 vocab = self.model.get_output_embeddings().weight.shape[0]
                 info = xgrammar.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab)
-                self._grammars["compiler"] = xgrammar.GrammarCompiler(info)
+                self._grammar_compiler = xgrammar.GrammarCompiler(info)
             try:  # compact JSON: free whitespace would let a weak model wander forever between tokens
-                self._grammars[schema_text] = self._grammars["compiler"].compile_json_schema(
+                self._grammars[schema_text] = self._grammar_compiler.compile_json_schema(
                     schema_text, any_whitespace=False)
             except Exception as err:  # noqa: BLE001 - xgrammar raises several types for unsupported schemas
                 raise InvalidRequest(f"the JSON schema cannot be compiled: {err}", field="json_schema") from err
@@ -163,12 +165,12 @@ class HFBackend:
 
     def _control_character_tokens(self) -> list[int]:
         """Ids of tokens whose text holds a control character (U+0000–U+001F): computed once, on first use."""
-        if "control" not in self._grammars:
+        if self._control_tokens is None:
             special = set(self.tokenizer.all_special_ids)
-            self._grammars["control"] = [
+            self._control_tokens = [
                 i for i in range(len(self.tokenizer)) if i not in special
                 and any(ord(c) < 0x20 for c in self.tokenizer.decode([i], skip_special_tokens=True))]
-        return self._grammars["control"]
+        return self._control_tokens
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
