@@ -77,7 +77,7 @@ def _attempt(run: _Run, job: Job, backend: Backend, tier: str) -> None:
 
 def _fit_context(run: _Run, backend: Backend) -> None:
     """A prompt longer than the model's context is refused; a reply that would overrun it is capped (reported)."""
-    limit = getattr(backend, "context_length", None)
+    limit = backend.context_length
     prompt = run.inputs.prompt_tokens if run.inputs else 0
     if not limit:
         return

@@ -63,7 +63,7 @@ class FastBackend(HFBackend):
     # --- generation ------------------------------------------------------------------------------------
     def generate(self, prepared: Prepared, sampling: Sampling, cancel: CancelToken, on_token: OnToken) -> None:
         if sampling.json_schema:  # the grammar path stays on transformers' generate (same tokens, slower)
-            return self._generate_with_hf(prepared, sampling, cancel, on_token)
+            return super().generate(prepared, sampling, cancel, on_token)
         self._cancel, self._stage, self._language_calls = cancel, "prefill", 0
         try:
             with torch.inference_mode():
@@ -110,10 +110,6 @@ class FastBackend(HFBackend):
 
     def request_budget_bytes(self) -> int | None:
         return None  # see context_length above
-
-    def _generate_with_hf(self, prepared: Prepared, sampling: Sampling, cancel: CancelToken,
-                          on_token: OnToken) -> None:
-        super().generate(prepared, sampling, cancel, on_token)
 
     def _capture(self, module: Any, args: tuple, kwargs: dict) -> None:
         if self._capturing and kwargs.get("inputs_embeds") is not None:
