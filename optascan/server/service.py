@@ -68,6 +68,8 @@ class Service:
 
     def check_model(self, name: str | None) -> str:
         chosen = name or self.settings.models[0]
+        if chosen in self.settings.models:  # the common case needs no scan of the model cache on disk
+            return chosen
         if chosen not in self.model_names():
             raise ModelNotFound(f"model {chosen!r} is not served here",
                                 hint="GET /v1/models lists the models this server has; pull others first")
