@@ -71,7 +71,7 @@ def timed_engine(engine, request: dict, new_tokens: int, runs: int, device: str)
     t, w = statistics.median(ttft), statistics.median(total)
     cold()
     return {"ttft_ms": t * 1000, "total_s": w, "decode_tok_s": (new_tokens - 1) / max(w - t, 1e-9),
-            "tokens": engine.generate(**request, max_tokens=new_tokens, ignore_eos=True).text}
+            "tokens": result.text, "runs_agree": len(texts) == 1}
 
 
 def timed_hf_static(engine, request: dict, new_tokens: int, runs: int, device: str) -> dict:
