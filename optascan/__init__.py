@@ -30,6 +30,7 @@ from .errors import (
     ThermalThrottled,
     VisionNotSupported,
 )
+from .flow.session import OptaSession
 from .images.intake import IntakeSettings
 from .models.estimate import MemoryEstimate
 from .models.estimate import estimate as estimate_memory
@@ -39,7 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__", "load", "Engine", "EngineInfo", "Request", "Event", "Result", "State", "FinishReason",
-    "Usage", "Timings", "CancelToken", "IntakeSettings", "estimate_memory", "MemoryEstimate",
+    "Usage", "Timings", "CancelToken", "IntakeSettings", "estimate_memory", "MemoryEstimate", "OptaSession",
     "OptascanError", "InvalidRequest", "ModelError", "ModelNotFound", "ModelTooLarge", "ModelLoadError",
     "VisionNotSupported",
     "ImageError", "ImageNotFound", "ImageDecodeError", "ImageTooLarge", "ImageFetchError", "EngineError", "QueueFull",

@@ -26,6 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from train_demo_flow import flow_example  # noqa: E402
+
 from optascan.demo.scenes import COLOURS, NUMBERS, POSITIONS, SHAPES, sample  # noqa: E402
 from optascan.testing.tiny import _chat_template  # noqa: E402
 
@@ -101,17 +103,9 @@ def example(seed: int, processor, rng: random.Random, turns: int = 5):
     Up to ``turns`` questions about the same image as a multi-turn chat (shuffled): several answers per
     image forward. The first turn is exactly what inference sees: the image, one question, the answer.
     """
-    import numpy as np
-    from PIL import Image
-
     image, _, qs = sample(seed)
     qs = rng.sample(qs, min(turns, len(qs)))
-    if rng.random() < 0.5:  # the eval's photos arrive as JPEGs: train on their artefacts too
-        buf = io.BytesIO()
-        image.save(buf, format="JPEG", quality=rng.randint(70, 95))
-        image = Image.open(buf).convert("RGB")
-    resample = rng.choice([Image.Resampling.BICUBIC, Image.Resampling.BILINEAR])
-    pixels = np.asarray(image.resize((IMAGE_SIZE, IMAGE_SIZE), resample), dtype=np.uint8)
+    pixels = input_pixels(image, rng)
     ids: list[int] = []
     labelled: list[bool] = []
     for i, q in enumerate(qs):
@@ -119,6 +113,19 @@ def example(seed: int, processor, rng: random.Random, turns: int = 5):
         ids += prompt_ids + answer_ids
         labelled += [False] * len(prompt_ids) + [True] * len(answer_ids)
     return pixels, ids, labelled, qs[0].kind
+
+
+def input_pixels(image, rng: random.Random):
+    """The image at the model's input size as uint8 HWC, with the artefacts real inputs have."""
+    import numpy as np
+    from PIL import Image
+
+    if rng.random() < 0.5:  # the eval's photos arrive as JPEGs: train on their artefacts too
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=rng.randint(70, 95))
+        image = Image.open(buf).convert("RGB")
+    resample = rng.choice([Image.Resampling.BICUBIC, Image.Resampling.BILINEAR])
+    return np.asarray(image.resize((IMAGE_SIZE, IMAGE_SIZE), resample), dtype=np.uint8)
 
 
 _TURNS: dict[tuple, tuple[list[int], list[int]]] = {}
@@ -141,11 +148,11 @@ def _turn_ids(processor, question: str, answer: str, first: bool) -> tuple[list[
 
 
 class Stream(torch.utils.data.IterableDataset):
-    """An endless, seeded stream of examples for a DataLoader worker."""
+    """An endless, seeded stream of examples for a DataLoader worker (question answering, or the Opta flow)."""
 
-    def __init__(self, path: Path, seed: int) -> None:
+    def __init__(self, path: Path, seed: int, flow: bool = False) -> None:
         super().__init__()
-        self.path, self.seed = path, seed
+        self.path, self.seed, self.flow = path, seed, flow
 
     def __iter__(self):
         from transformers import AutoProcessor
@@ -156,7 +163,11 @@ class Stream(torch.utils.data.IterableDataset):
         rng = random.Random(self.seed * 1000 + worker)
         n = 0
         while True:
-            yield example(TRAIN_SEED_BASE + (self.seed * 1000 + worker) * 1_000_000 + n, processor, rng)
+            seed = TRAIN_SEED_BASE + (self.seed * 1000 + worker) * 1_000_000 + n
+            if self.flow:
+                yield flow_example(seed + 500_000, processor, rng, (IMAGE_SIZE // PATCH) ** 2, input_pixels)
+            else:
+                yield example(seed, processor, rng)
             n += 1
 
 
@@ -175,8 +186,13 @@ def collate(batch):
     return pixels, ids, labels, mask, [b[3] for b in batch]
 
 
-def train(path: Path, steps: int, batch: int, lr: float, workers: int, max_seconds: float, data_seed: int) -> None:
-    """Train the weights in ``path`` further (a fresh ``init`` or an earlier run: runs chain, see training.json)."""
+def train(path: Path, steps: int, batch: int, lr: float, workers: int, max_seconds: float, data_seed: int,
+          context: int, flow_every: int, flow_batch: int, eval_examples: int = 2000) -> None:
+    """Train the weights in ``path`` further (a fresh ``init`` or an earlier run: runs chain, see training.json).
+
+    ``context`` raises the positions the model is built for (RoPE: no new weights); with ``flow_every`` k > 0,
+    every k-th step is a batch of ``flow_batch`` whole Opta flows (~3,200 tokens each) instead of questions.
+    """
     import torch
     import transformers
     from transformers import AutoProcessor, LlavaForConditionalGeneration
@@ -188,14 +204,24 @@ def train(path: Path, steps: int, batch: int, lr: float, workers: int, max_secon
     mean = torch.tensor(ip.image_mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(ip.image_std, device=device).view(1, 3, 1, 1)
     model = LlavaForConditionalGeneration.from_pretrained(path, dtype=torch.float32).to(device).train()
-    loader = torch.utils.data.DataLoader(Stream(path, data_seed), batch_size=batch, num_workers=workers,
-                                         collate_fn=collate, persistent_workers=workers > 0,
-                                         prefetch_factor=4 if workers else None)
+    if context > model.config.text_config.max_position_embeddings:
+        model.config.text_config.max_position_embeddings = context
+        processor.tokenizer.model_max_length = context
+    flow_workers = max(1, workers // 3) if flow_every and workers else 0
+    loader = torch.utils.data.DataLoader(Stream(path, data_seed), batch_size=batch,
+                                         num_workers=workers - flow_workers, collate_fn=collate,
+                                         persistent_workers=workers > flow_workers,
+                                         prefetch_factor=4 if workers > flow_workers else None)
+    flows = iter(torch.utils.data.DataLoader(
+        Stream(path, data_seed, flow=True), batch_size=flow_batch, num_workers=flow_workers, collate_fn=collate,
+        prefetch_factor=4 if flow_workers else None)) if flow_every else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98),
                                   fused=device == "cuda")
-    warmup = min(300, steps // 10)
+    warmup = max(1, min(300, steps // 10))
     start, losses = time.time(), []
-    for step, (pixels, ids, labels, mask, _) in enumerate(loader):
+    for step, questions_batch in enumerate(loader):
+        flow_step = flows is not None and step % flow_every == 0
+        pixels, ids, labels, mask, _ = next(flows) if flow_step else questions_batch
         elapsed = time.time() - start
         if step >= steps or elapsed > max_seconds:  # a safety stop inside the device's time limit
             break
@@ -217,8 +243,9 @@ def train(path: Path, steps: int, batch: int, lr: float, workers: int, max_secon
             print(f"step {step:5d} loss {sum(losses[-50:]) / len(losses[-50:]):.4f} "
                   f"{time.time() - start:6.1f} s", flush=True)
     wall = time.time() - start
-    accuracy = teacher_forced_accuracy(model, processor, mean, std, device)
+    accuracy = teacher_forced_accuracy(model, processor, mean, std, device, flows is not None, eval_examples)
     model.eval().to(torch.float16).save_pretrained(path)  # fp16 on disk: half the size, loads as fp32 on CPU
+    processor.save_pretrained(path)  # the tokenizer's model_max_length follows the context
     record = {
         "command": " ".join(["python", *sys.argv]), "date": datetime.datetime.now(datetime.UTC).isoformat(),
         "device": torch.cuda.get_device_name(0) if device == "cuda" else platform.processor(),
@@ -227,7 +254,8 @@ def train(path: Path, steps: int, batch: int, lr: float, workers: int, max_secon
         "steps": steps, "steps_run": len(losses), "batch": batch, "lr": lr, "train_wall_s": round(wall, 1),
         "final_loss": sum(losses[-100:]) / len(losses[-100:]),
         "params": sum(p.numel() for p in model.parameters()),
-        "data_seed": data_seed, "teacher_forced_accuracy": accuracy,
+        "data_seed": data_seed, "context": model.config.text_config.max_position_embeddings,
+        "flow_every": flow_every, "flow_batch": flow_batch, "teacher_forced_accuracy": accuracy,
     }
     previous = path / "training.json"
     if previous.is_file():  # this run continued an earlier one: keep the chain
@@ -236,17 +264,22 @@ def train(path: Path, steps: int, batch: int, lr: float, workers: int, max_secon
     print(json.dumps(record, indent=2))
 
 
-def teacher_forced_accuracy(model, processor, mean, std, device, n: int = 2000) -> dict:
+def teacher_forced_accuracy(model, processor, mean, std, device, flows: bool, n: int = 2000) -> dict:
     """Exact match of every answer token under teacher forcing, on held-out scene seeds (< 100,000)."""
     import torch
 
     rng = random.Random(1)
     examples = [example(50_000 + i, processor, rng, turns=1) for i in range(n)]
+    chunks = [examples[i:i + 250] for i in range(0, n, 250)]
+    if flows:  # whole flows: both JSON replies token for token
+        tokens = (IMAGE_SIZE // PATCH) ** 2
+        flow_examples = [flow_example(60_000 + i, processor, rng, tokens, input_pixels) for i in range(n // 10)]
+        chunks += [flow_examples[i:i + 25] for i in range(0, len(flow_examples), 25)]
     right: dict[str, list[int]] = {}
     model.eval()
     with torch.no_grad():
-        for i in range(0, n, 250):
-            pixels, ids, labels, mask, kinds = collate(examples[i:i + 250])
+        for chunk in chunks:
+            pixels, ids, labels, mask, kinds = collate(chunk)
             pixel_values = ((pixels.to(device).permute(0, 3, 1, 2).float() / 255.0) - mean) / std
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
                            pixel_values=pixel_values).logits
@@ -268,11 +301,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=12)
     parser.add_argument("--max-seconds", type=float, default=1e9)
     parser.add_argument("--data-seed", type=int, default=0, help="a new value per continued run: new scenes")
+    parser.add_argument("--context", type=int, default=512, help="positions the model is built for")
+    parser.add_argument("--flow-every", type=int, default=0, help="every k-th step trains on whole Opta flows")
+    parser.add_argument("--flow-batch", type=int, default=32)
+    parser.add_argument("--eval-examples", type=int, default=2000, help="held-out questions (flows: a tenth)")
     args = parser.parse_args()
     if args.action == "init":
         init(args.path)
     else:
-        train(args.path, args.steps, args.batch, args.lr, args.workers, args.max_seconds, args.data_seed)
+        train(args.path, args.steps, args.batch, args.lr, args.workers, args.max_seconds, args.data_seed,
+              args.context, args.flow_every, args.flow_batch, args.eval_examples)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ or upscaled far beyond the model's input size.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 
 from PIL import Image
@@ -55,3 +56,58 @@ def run_eval(ask: Callable[[bytes, str], str], scenes: int = 100, first_seed: in
     return {"accuracy": {k: sum(v) / len(v) for k, v in sorted(right.items())},
             "questions": sum(len(v) for k, v in right.items() if not k.startswith("variant:")),
             "misses": misses}
+
+
+# ``flow(image_bytes, goal, depth, answer_questions) -> (analysis, optimized answer)``: the Opta flow through any
+# surface; ``answer_questions(questions) -> answers`` plays the user.
+Flow = Callable[[bytes, str, str, Callable[[tuple], dict]], tuple]
+DEPTHS = ("quick", "balanced", "thorough")
+
+
+def run_flow_eval(flow: Flow, scenes: int = 20, first_seed: int = 0) -> dict:
+    """Both turns of the Opta flow on held-out scenes, each goal and depth in turn, compared with what they should
+    say. The answer is judged against the user's answers to the questions the model really asked."""
+    from .flow import GOALS, RANK_GOALS, analysis_reply, answer_reply
+
+    right: dict[str, list[int]] = {}
+    misses = []
+    for seed in range(first_seed, first_seed + scenes):
+        image, scene, _ = sample(seed)
+        goal = GOALS[seed % len(GOALS)]
+        variant = VARIANTS[seed % len(VARIANTS)]
+        given: dict = {}
+
+        def answer_questions(questions, seed=seed, given=given):
+            given.update({q.id: q.options[seed % len(q.options)] for q in questions if q.options})
+            return dict(given)
+
+        depth = DEPTHS[seed // len(GOALS) % len(DEPTHS)]
+        analysis, answer = flow(variant_bytes(image, variant, seed), goal, depth, answer_questions)
+        expected_analysis = json.loads(analysis_reply(scene, goal))
+        got_analysis = {"understanding": analysis.understanding,
+                        "questions": [{"id": q.id, "kind": q.kind, "prompt": q.prompt, "options": list(q.options)}
+                                      for q in analysis.questions]}
+        expected_answer = json.loads(answer_reply(scene, goal, given))
+        got_answer = {"title": answer.title, "options": [(o.name, o.score) for o in answer.options]}
+        want_answer = {"title": expected_answer["title"],
+                       "options": [(o["name"], float(o["score"])) for o in expected_answer["options"]]}
+        kind = "rank" if goal in RANK_GOALS else "pick"
+        for turn, got, want in (("analysis", got_analysis, expected_analysis), ("answer", got_answer, want_answer)):
+            ok = got == want
+            right.setdefault(f"{kind}:{turn}", []).append(ok)
+            if not ok:
+                misses.append({"seed": seed, "goal": goal, "depth": depth, "turn": turn, "expected": want,
+                               "got": got})
+    return {"accuracy": {k: sum(v) / len(v) for k, v in sorted(right.items())}, "scenes": scenes, "misses": misses}
+
+
+def session_flow(engine) -> Flow:
+    """The library surface for ``run_flow_eval``: an ``OptaSession`` on ``engine``."""
+    from ..flow.session import OptaSession
+
+    def flow(data: bytes, goal: str, depth: str, answer_questions):
+        session = OptaSession(engine, goal, images=[data], depth_name=depth)
+        analysis = session.analyze()
+        return analysis, session.answer(answer_questions(analysis.questions))
+
+    return flow
