@@ -67,6 +67,7 @@ DEPTHS = ("quick", "balanced", "thorough")
 def run_flow_eval(flow: Flow, scenes: int = 20, first_seed: int = 0) -> dict:
     """Both turns of the Opta flow on held-out scenes, each goal and depth in turn, compared with what they should
     say. The answer is judged against the user's answers to the questions the model really asked."""
+    from ..flow.schema import answer_from
     from .flow import GOALS, RANK_GOALS, analysis_reply, answer_reply
 
     right: dict[str, list[int]] = {}
@@ -87,10 +88,10 @@ def run_flow_eval(flow: Flow, scenes: int = 20, first_seed: int = 0) -> dict:
         got_analysis = {"understanding": analysis.understanding,
                         "questions": [{"id": q.id, "kind": q.kind, "prompt": q.prompt, "options": list(q.options)}
                                       for q in analysis.questions]}
-        expected_answer = json.loads(answer_reply(scene, goal, given))
+        expected_reply = answer_reply(scene, goal, given)
+        expected_answer = answer_from(json.loads(expected_reply), expected_reply)  # ranked as the flow ranks
         got_answer = {"title": answer.title, "options": [(o.name, o.score) for o in answer.options]}
-        want_answer = {"title": expected_answer["title"],
-                       "options": [(o["name"], float(o["score"])) for o in expected_answer["options"]]}
+        want_answer = {"title": expected_answer.title, "options": [(o.name, o.score) for o in expected_answer.options]}
         kind = "rank" if goal in RANK_GOALS else "pick"
         for turn, got, want in (("analysis", got_analysis, expected_analysis), ("answer", got_answer, want_answer)):
             ok = got == want

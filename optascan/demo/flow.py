@@ -8,8 +8,10 @@ Two goals, each with two phrasings:
 - *rank* ("Rank the colours by how many shapes they have."): no question; the colours ranked by their count.
 
 Replies are the JSON the constrained decoder allows: schema property order, ``json.dumps`` separators (the
-grammar is compiled without free whitespace). Shapes are listed in reading order (top, left, centre, right,
-bottom), which the model can see, unlike the order the generator drew them in.
+grammar is compiled without free whitespace). The scene is described region by region in reading order (top,
+left, centre, right, bottom: one image cell each), and options are listed in that order with scores that rank
+them: the flow sorts options by score, so the model never has to sort. A 5 M-parameter model learns this; it
+did not learn to count and sort groups of shapes in 370 s of training (the first attempt).
 """
 
 from __future__ import annotations
@@ -37,28 +39,25 @@ class FlowTurns:
     answer: str
 
 
-def groups(scene: Scene) -> list[tuple[str, str, int]]:
-    """(colour, shape, count) for each kind of shape, in reading order of first appearance."""
-    seen: dict[tuple[str, str], int] = {}
-    for item in sorted(scene.items, key=lambda i: READING_ORDER.index(i.position)):
-        seen[(item.colour, item.shape)] = seen.get((item.colour, item.shape), 0) + 1
-    return [(colour, shape, n) for (colour, shape), n in seen.items()]
+def regions(scene: Scene) -> list[tuple[str, str | None]]:
+    """(position, "colour shape" or None) for the five regions, in reading order."""
+    at = {item.position: f"{item.colour} {item.shape}" for item in scene.items}
+    return [(position, at.get(position)) for position in READING_ORDER]
 
 
 def describe(scene: Scene) -> str:
-    parts = [f"a {c} {s}" if n == 1 else f"{n} {c} {s}s" for c, s, n in groups(scene)]
-    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return f"I see {listed}."
+    # region by region, empty ones too: each phrase reads one image cell (the model's 3×3 grid)
+    return " ".join(f"{position.capitalize()}: {what or 'nothing'}." for position, what in regions(scene))
 
 
 def analysis_reply(scene: Scene, goal: str) -> str:
-    kinds = groups(scene)
     if goal in RANK_GOALS:
         understanding = "You want the colours ranked by how many shapes they have. " + describe(scene)
         return _dumps({"understanding": understanding, "questions": []})
     understanding = "You want to pick one shape. " + describe(scene)
-    colours = _unique(c for c, _, _ in kinds)
-    shapes = _unique(s for _, s, _ in kinds)
+    shown = [what.split() for _, what in regions(scene) if what]
+    colours = _unique(colour for colour, _ in shown)
+    shapes = _unique(shape for _, shape in shown)
     if len(colours) >= 2:
         question = {"id": "colour", "kind": "single_choice", "prompt": "Which colour do you like best?",
                     "options": colours}
@@ -71,30 +70,28 @@ def analysis_reply(scene: Scene, goal: str) -> str:
 
 
 def answer_reply(scene: Scene, goal: str, answers: dict[str, Any]) -> str:
-    kinds = groups(scene)
-    total = sum(n for _, _, n in kinds)
-    in_all = f"I see {total} shape{'s' if total > 1 else ''} in all."
+    """Options in reading order; their scores rank them (the flow sorts by score, ties keep this order)."""
+    shown = [(position, what) for position, what in regions(scene) if what]
     if goal in RANK_GOALS:
-        counts: dict[str, int] = {}
-        for colour, _, n in kinds:
-            counts[colour] = counts.get(colour, 0) + n
-        ranked = sorted(counts.items(), key=lambda kv: -kv[1])  # stable: ties stay in reading order
-        top, most = ranked[0]
-        options = [{"name": c, "score": 2 * n, "why": _shapes(n)} for c, n in ranked]
-        return _dumps({"title": f"{top} has the most shapes", "summary": f"{top} has {_shapes(most)}. {in_all}",
-                       "options": options})
+        counts = {}
+        for _, what in shown:
+            colour = what.split()[0]
+            counts[colour] = counts.get(colour, 0) + 1
+        options = [{"name": colour, "score": 2 * n, "why": f"{n} shape{'s' if n > 1 else ''}"}
+                   for colour, n in counts.items()]
+        return _dumps({"title": "Colours by number of shapes",
+                       "summary": "Ranked by how many shapes of each colour I see.", "options": options})
     choice = answers.get("colour") or answers.get("shape")
+    names = [f"{what} ({position})" for position, what in shown]
     if not isinstance(choice, str):  # no question asked, or skipped: reading order, no preference
-        options = [{"name": f"{c} {s}", "score": 5, "why": "no preference given"} for c, s, _ in kinds]
-        first = f"{kinds[0][0]} {kinds[0][1]}"
-        return _dumps({"title": f"Pick the {first}", "summary": f"The {first} comes first. {in_all}",
+        options = [{"name": name, "score": 5, "why": "no preference given"} for name in names]
+        return _dumps({"title": f"Pick the {names[0]}", "summary": f"The {names[0]} comes first.",
                        "options": options})
-    matching = [(c, s) for c, s, _ in kinds if choice in (c, s)]
-    others = [(c, s) for c, s, _ in kinds if choice not in (c, s)]
-    options = ([{"name": f"{c} {s}", "score": 9, "why": f"{choice}, as you asked"} for c, s in matching]
-               + [{"name": f"{c} {s}", "score": 4, "why": f"not {choice}"} for c, s in others])
-    best = options[0]["name"]
-    return _dumps({"title": f"Pick the {best}", "summary": f"The {best} is {choice}, as you asked. {in_all}",
+    matches = [choice in what.split() for _, what in shown]
+    options = [{"name": name, "score": 9 if match else 4, "why": f"{choice}, as you asked" if match
+                else f"not {choice}"} for name, match in zip(names, matches, strict=True)]
+    best = names[matches.index(True)] if any(matches) else names[0]
+    return _dumps({"title": f"Pick the {best}", "summary": f"The {best} is {choice}, as you asked.",
                    "options": options})
 
 
@@ -107,10 +104,6 @@ def flow_turns(scene: Scene, rng: random.Random, goal: str | None = None) -> Flo
         if rng.random() < 0.9:  # users sometimes skip a question
             answers[question["id"]] = rng.choice(question["options"])
     return FlowTurns(goal, analysis, answers, answer_reply(scene, goal, answers))
-
-
-def _shapes(n: int) -> str:
-    return f"{n} shape{'s' if n > 1 else ''}"
 
 
 def _unique(values) -> list[str]:
