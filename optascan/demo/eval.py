@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable
 
 from PIL import Image
@@ -93,13 +94,27 @@ def run_flow_eval(flow: Flow, scenes: int = 20, first_seed: int = 0) -> dict:
         got_answer = {"title": answer.title, "options": [(o.name, o.score) for o in answer.options]}
         want_answer = {"title": expected_answer.title, "options": [(o.name, o.score) for o in expected_answer.options]}
         kind = "rank" if goal in RANK_GOALS else "pick"
+        best = max(o.score for o in expected_answer.options)
+        parts = {  # what a user would check, one part at a time
+            "goal": analysis.understanding.split(". ")[0] == expected_analysis["understanding"].split(". ")[0],
+            "question": got_analysis["questions"] == expected_analysis["questions"],
+            "top": bool(answer.options) and answer.options[0].name in
+            {o.name for o in expected_answer.options if o.score == best},
+            "analysis": got_analysis == expected_analysis, "answer": got_answer == want_answer}
+        for part, ok in parts.items():
+            right.setdefault(f"{kind}:{part}", []).append(ok)
+        said, truth = _regions(analysis.understanding), _regions(expected_analysis["understanding"])
+        right.setdefault("regions", []).extend(said.get(r) == what for r, what in truth.items())
         for turn, got, want in (("analysis", got_analysis, expected_analysis), ("answer", got_answer, want_answer)):
-            ok = got == want
-            right.setdefault(f"{kind}:{turn}", []).append(ok)
-            if not ok:
+            if not parts[turn]:
                 misses.append({"seed": seed, "goal": goal, "depth": depth, "turn": turn, "expected": want,
                                "got": got})
     return {"accuracy": {k: sum(v) / len(v) for k, v in sorted(right.items())}, "scenes": scenes, "misses": misses}
+
+
+def _regions(understanding: str) -> dict[str, str]:
+    """{"Top": "red circle", "Left": "nothing", ...} from the region-by-region description."""
+    return dict(re.findall(r"(Top|Left|Centre|Right|Bottom): ([a-z ]+)\.", understanding))
 
 
 def session_flow(engine) -> Flow:
