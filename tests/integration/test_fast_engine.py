@@ -125,3 +125,40 @@ def test_the_demo_model_answers_the_same_on_the_fast_engine(tiny_engine):
         run_eval(ask(hf_engine, "hf"), scenes=15)
     assert answers["fast"] == answers["hf"]
     assert min(fast_report["accuracy"].values()) >= 0.9
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "llama_text"])
+def test_greedy_stays_identical_across_cache_buckets(fast, tiny_engine, family):
+    # a prompt just under a bucket's end and a reply that runs past it: the step switches from one bucket's
+    # graph to the next mid-reply (Qwen2-VL: with an image, so rope positions differ from cache slots too)
+    loop = fast(family).backend.greedy_loop
+    request = request_for(family, max_tokens=48, ignore_eos=True)
+
+    def prompt_tokens(words):
+        request["prompt"] = " ".join(["red green blue"] * words)
+        return tiny_engine(family).generate(**{**request, "max_tokens": 1}).usage.prompt_tokens
+
+    base = prompt_tokens(1)
+    per_group = prompt_tokens(11) - base  # tokens added by ten more "red green blue"
+    end = loop.bucket(base + 40)
+    used = prompt_tokens(1 + 10 * (end - 20 - base) // per_group)
+    assert end - 40 <= used < end and loop.bucket(used + 47) > end, (base, per_group, used, end)
+    expected = tiny_engine(family).generate(**request)
+    got = fast(family).generate(**request)
+    assert got.text == expected.text and got.usage.completion_tokens == 48
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "llava"])
+def test_a_step_over_its_bucket_equals_a_step_over_the_whole_cache(fast, family):
+    backend = fast(family).backend
+    decoder, loop = backend.decoder, backend.greedy_loop
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        decoder.k_cache.normal_()
+        decoder.v_cache.normal_()
+        for index in (0, 254, 255, 256, 300, 511, 512):
+            args = (torch.tensor([[5]]), torch.tensor([index]), torch.tensor([index + 7]))
+            bucketed = decoder.step(*args, loop.bucket(index))
+            whole = decoder.step(*args)
+            assert loop.bucket(index) < decoder.max_tokens
+            assert torch.allclose(bucketed, whole, atol=1e-5), index

@@ -93,20 +93,22 @@ class CompactDecoder(nn.Module):
         x = self._layers(embeds, cos, sin, store, mask)
         return self.lm_head(_rms(x if all_logits else x[:, -1:], self.norm_final, self.shape.eps))
 
-    def step(self, token: torch.Tensor, index: torch.Tensor, rope_position: torch.Tensor) -> torch.Tensor:
+    def step(self, token: torch.Tensor, index: torch.Tensor, rope_position: torch.Tensor,
+             length: int | None = None) -> torch.Tensor:
         """One decode step with static shapes and no host synchronisation (what a CUDA graph captures).
 
         ``token`` [1, 1], ``index`` [1] (its cache slot) and ``rope_position`` [1] are device tensors; attention
-        runs over the whole cache with the slots after ``index`` masked, so no shape depends on the step.
-        Returns the logits [1, vocab].
+        runs over the first ``length`` cache slots (a bucket the caller picks, > index; default all) with the
+        slots after ``index`` masked, so no shape depends on the step. Returns the logits [1, vocab].
         """
-        slots = torch.arange(self.max_tokens, device=index.device)
+        length = length or self.max_tokens
+        slots = torch.arange(length, device=index.device)
         mask = (slots <= index).view(1, 1, 1, -1)
 
         def store(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             self.k_cache[i].index_copy_(2, index, k)
             self.v_cache[i].index_copy_(2, index, v)
-            return self.k_cache[i], self.v_cache[i]
+            return self.k_cache[i, :, :, :length], self.v_cache[i, :, :, :length]
 
         x = self._layers(self.embed(token), *self.rotary(rope_position), store, mask)
         return self.lm_head(_rms(x, self.norm_final, self.shape.eps))[:, -1]
@@ -126,12 +128,26 @@ class CompactDecoder(nn.Module):
             v = qkv[..., q_size + kv_size:].view(1, n, s.kv_heads, s.head_dim).transpose(1, 2)
             q, k = _rope(q, cos, sin), _rope(k, cos, sin)
             keys, values = store(i, k, v)
-            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=s.kv_heads != s.heads)
-            x = x + self.o[i](attn.transpose(1, 2).reshape(1, n, q_size))
+            x = x + self.o[i](_attend(q, keys, values, mask, s).transpose(1, 2).reshape(1, n, q_size))
             h = _rms(x, self.norm_post[i], s.eps)
             gate, up = F.linear(h, self.gate_up_weight[i]).chunk(2, dim=-1)
             x = x + self.down[i](F.silu(gate) * up)
         return x
+
+
+def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
+            s: DecoderShape) -> torch.Tensor:
+    """Attention of q [1, heads, n, d] over the cache [1, kv_heads, T, d] → [1, heads, n, d]."""
+    if s.heads == s.kv_heads:
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+    if q.shape[2] == 1:
+        # One new token: the query heads that share a key/value head become that head's queries, so the cache
+        # is read once as it is (grouped-query attention by expansion would copy it heads/kv_heads times).
+        group = s.heads // s.kv_heads
+        out = F.scaled_dot_product_attention(q.reshape(1, s.kv_heads, group, s.head_dim), keys, values,
+                                             attn_mask=mask)
+        return out.reshape(1, s.heads, 1, s.head_dim)
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
 
 
 def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
