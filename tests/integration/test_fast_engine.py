@@ -162,3 +162,19 @@ def test_a_step_over_its_bucket_equals_a_step_over_the_whole_cache(fast, family)
             whole = decoder.step(*args)
             assert loop.bucket(index) < decoder.max_tokens
             assert torch.allclose(bucketed, whole, atol=1e-5), index
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "llava"])
+def test_the_agreement_report_finds_no_divergence_here_and_explains_a_forced_one(fast, tiny_engine, family):
+    from optascan.testing.agreement import first_divergence, greedy_ids
+
+    request = request_for(family)
+    prepared, reference = greedy_ids(tiny_engine(family), request, 16)
+    _, ours = greedy_ids(fast(family), request, 16)
+    assert first_divergence(tiny_engine(family), prepared, reference, ours) == {"equal_tokens": 16,
+                                                                                 "diverged": False}
+    forced = reference[:5] + [reference[5] + 1] + reference[6:]
+    report = first_divergence(tiny_engine(family), prepared, reference, forced)
+    # the recomputed logits are the ones greedy chose from: the reference token is their maximum
+    assert report["equal_tokens"] == 5 and report["our_token"] == reference[5] + 1
+    assert report["gap"] > 0 and report["reference_logit"] >= report["our_token_logit"]

@@ -1,0 +1,62 @@
+"""Greedy agreement between two engines, and where they part, why (GPU checks and benchmarks of issue #9).
+
+In bf16 two correct implementations can pick different tokens where the top two logits are within rounding of
+each other: summation order differs (fused q/k/v, another attention kernel), and one step of difference changes
+everything after it. ``first_divergence`` tells such a tie from a bug: it recomputes the reference model's
+logits at the first differing step (one full forward over prompt + the shared tokens) and reports the gap
+between the two chosen tokens' logits, in units of bf16 spacing at that size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..engine.backends.base import Sampling
+from ..engine.cancel import CancelToken
+from ..engine.conversation import to_conversation
+from ..images.prepare import prepare_image
+from ..types import Request
+
+
+def greedy_ids(engine: Any, request: dict, tokens: int) -> tuple[Any, list[int]]:
+    """(the prepared prompt, ``tokens`` greedy token ids with EOS ignored) from ``engine``'s backend."""
+    backend = engine.backend
+    tier = request.get("image_tier") or "balanced"
+    images = [prepare_image(image, tier=tier, settings=engine.image_settings, limits=backend.image_limits).image
+              for image in request.get("images", [])]
+    prepared = backend.prepare(to_conversation(Request(**{**request, "images": images})), images)
+    ids: list[int] = []
+
+    def on_token(token: int) -> bool:
+        ids.append(token)
+        return True
+
+    with torch.inference_mode():
+        backend.generate(prepared, Sampling(max_tokens=tokens, ignore_eos=True), CancelToken(), on_token)
+    return prepared, ids
+
+
+def first_divergence(reference_engine: Any, prepared: Any, reference: list[int], ours: list[int]) -> dict:
+    """{"equal_tokens": n} where the lists agree throughout, else the first differing step explained."""
+    step = next((i for i, (a, b) in enumerate(zip(reference, ours, strict=False)) if a != b), None)
+    if step is None:
+        return {"equal_tokens": min(len(reference), len(ours)), "diverged": False}
+    inputs = dict(prepared.inputs)
+    prompt = inputs["input_ids"]
+    shared = torch.tensor([reference[:step]], dtype=prompt.dtype, device=prompt.device)
+    inputs["input_ids"] = torch.cat([prompt, shared], dim=1)
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    for key in ("mm_token_type_ids", "token_type_ids"):  # the shared tokens are text
+        if key in inputs:
+            inputs[key] = torch.cat([inputs[key], inputs[key].new_zeros(1, step)], dim=1)
+    with torch.inference_mode():
+        logits = reference_engine.backend.model(**inputs).logits[0, -1].float()
+    theirs, mine = float(logits[reference[step]]), float(logits[ours[step]])
+    spacing = 2.0 ** (math.floor(math.log2(max(abs(theirs), 1e-6))) - 7)  # bf16 keeps 8 significant bits
+    return {"equal_tokens": step, "diverged": True, "reference_token": reference[step], "our_token": ours[step],
+            "reference_logit": theirs, "our_token_logit": mine, "gap": theirs - mine,
+            "bf16_spacing": spacing, "gap_in_bf16_spacings": (theirs - mine) / spacing,
+            "tie": abs(theirs - mine) <= 2 * spacing}
