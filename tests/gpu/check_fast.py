@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import tempfile
 import threading
 from pathlib import Path
@@ -72,7 +73,28 @@ def check_cancel_within_one_step(record, device):
     assert result.finish_reason.value == "cancelled" and result.usage.completion_tokens <= 23
 
 
-CHECKS = [check_greedy_matches_transformers, check_demo_answers_stop_at_eos, check_cancel_within_one_step]
+def check_compiled_step_agrees_and_warms_up_in_time(record, device):
+    """The one-token step compiled (OPTASCAN_FAST_COMPILE=1): compile + capture at load ≤ 15 s, same tokens."""
+    from optascan.testing.agreement import first_divergence, greedy_ids
+
+    path = build_tiny_checkpoint("qwen2_vl", ROOT / "qwen2_vl", text_size="small")
+    request = dict(prompt="Describe the picture.", images=[PHOTO])
+    with optascan.load(path, device=device, engine="hf") as hf:
+        prepared, expected = greedy_ids(hf, request, 64)
+    os.environ["OPTASCAN_FAST_COMPILE"] = "1"
+    try:
+        with optascan.load(path, device=device, engine="fast") as fast:
+            assert fast.backend.decoder.compiled
+            record["warmup_s"] = fast.backend.warmup_s
+            record["agreement"] = first_divergence(fast, prepared, expected, greedy_ids(fast, request, 64)[1])
+    finally:
+        os.environ.pop("OPTASCAN_FAST_COMPILE")
+    assert record["warmup_s"] <= 15
+    assert not record["agreement"]["diverged"] or record["agreement"]["tie"], record["agreement"]
+
+
+CHECKS = [check_greedy_matches_transformers, check_demo_answers_stop_at_eos, check_cancel_within_one_step,
+          check_compiled_step_agrees_and_warms_up_in_time]
 
 
 def main() -> int:

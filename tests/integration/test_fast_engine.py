@@ -8,6 +8,7 @@ from PIL import Image
 
 import optascan
 from optascan import CancelToken, FinishReason, InvalidRequest
+from optascan.engine.backends.fast import decoder as decoder_module
 
 FAMILIES = ["llava", "qwen2_vl", "idefics3", "llama_text"]
 PHOTO = Image.new("RGB", (300, 200), (200, 60, 30))
@@ -178,3 +179,23 @@ def test_the_agreement_report_finds_no_divergence_here_and_explains_a_forced_one
     # the recomputed logits are the ones greedy chose from: the reference token is their maximum
     assert report["equal_tokens"] == 5 and report["our_token"] == reference[5] + 1
     assert report["gap"] > 0 and report["reference_logit"] >= report["our_token_logit"]
+
+
+def test_the_compiled_one_token_step_gives_the_same_logits_and_tokens(tiny_dir, tiny_engine):
+    # torch.compile (inductor) on CPU here; on CUDA the same compiled parts are captured in the step's graphs
+    from optascan.engine.backends.fast.backend import FastBackend
+
+    backend = FastBackend(tiny_dir("qwen2_vl"), device="cpu", compile_step=True)
+    try:
+        assert backend.decoder.compiled
+        decoder = backend.decoder
+        with torch.inference_mode():
+            decoder.k_cache.normal_()
+            decoder.v_cache.normal_()
+            args = (torch.tensor([[5]]), torch.tensor([40]), torch.tensor([47]))
+            compiled = decoder.step(*args, 256)
+            decoder.one_token_fns = (decoder_module._before_attention, decoder_module._after_attention)
+            plain = decoder.step(*args, 256)
+        assert torch.allclose(compiled, plain, atol=1e-5, rtol=1e-5)
+    finally:
+        backend.close()

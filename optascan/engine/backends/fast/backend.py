@@ -9,11 +9,12 @@ transformers version, and only the language model is ours.
 Greedy decoding runs the static decode step (``decoder.step``) in a loop that, on CUDA, replays it as one captured
 CUDA graph per token with asynchronous token copies (``graphs.py``); sampling runs the same decoder step by step
 with our seeded sampler. CPU runs everything eagerly: that is what CI checks (logits and tokens equal to
-transformers). The CUDA graph path has not run on a GPU yet (issue #9's next step).
+transformers); the CUDA graph path is checked on an H100 through the device tool (tests/gpu/check_fast.py).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ class FastBackend(HFBackend):
     name = "fast"
 
     def __init__(self, path: str | Path, *, device: str = "auto", dtype: str | None = None,
-                 memory_fraction: float = 0.9, cache_tokens: int = 8192) -> None:
+                 memory_fraction: float = 0.9, cache_tokens: int = 8192, compile_step: bool | None = None) -> None:
         super().__init__(path, device=device, dtype=dtype, memory_fraction=memory_fraction)
         if self.model_type not in FAST_FAMILIES:
             raise ModelLoadError(f"the fast engine does not support {self.model_type!r} models yet",
@@ -54,6 +55,10 @@ class FastBackend(HFBackend):
         self.context_length = self.cache_tokens
         self.decoder: CompactDecoder = build_from(self.language_model, self.model.lm_head, text_config,
                                                   max_tokens=self.cache_tokens)
+        # torch.compile of the one-token step: off unless asked for (OPTASCAN_FAST_COMPILE=1) until GPU runs
+        # show it pays for its compile time at load
+        if compile_step if compile_step is not None else os.environ.get("OPTASCAN_FAST_COMPILE") == "1":
+            self.decoder.compile_one_token_step()
         self._capturing = False
         self.language_model.register_forward_pre_hook(self._capture, with_kwargs=True)
         start = time.perf_counter()

@@ -50,6 +50,8 @@ class CompactDecoder(nn.Module):
         self.norm_final: torch.Tensor | None = None
         self.embed: nn.Embedding | None = None
         self.lm_head: nn.Linear | None = None
+        self.one_token_fns = (_before_attention, _after_attention)  # compile_one_token_step swaps in compiled ones
+        self.compiled = False
         self.inv_freq = torch.ones(s.head_dim // 2, device=device)
         self.rope_scale = 1.0
         cache = (s.layers, 1, s.kv_heads, max_tokens, s.head_dim)
@@ -117,22 +119,48 @@ class CompactDecoder(nn.Module):
         """The decoder layers over ``x`` [1, n, hidden]; ``store(i, k, v)`` writes layer i's new keys and values
         into the cache and returns the keys and values to attend over."""
         s = self.shape
-        n = x.shape[1]
-        q_size, kv_size = s.heads * s.head_dim, s.kv_heads * s.head_dim
         cos, sin = cos[None, None], sin[None, None]  # [1, 1, n, head_dim]
+        before, after = self.one_token_fns if x.shape[1] == 1 else (_before_attention, _after_attention)
         for i in range(s.layers):
-            h = _rms(x, self.norm_in[i], s.eps)
-            qkv = F.linear(h, self.qkv_weight[i], self.qkv_bias[i])
-            q = qkv[..., :q_size].view(1, n, s.heads, s.head_dim).transpose(1, 2)
-            k = qkv[..., q_size:q_size + kv_size].view(1, n, s.kv_heads, s.head_dim).transpose(1, 2)
-            v = qkv[..., q_size + kv_size:].view(1, n, s.kv_heads, s.head_dim).transpose(1, 2)
-            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+            q, k, v = before(x, self.norm_in[i], self.qkv_weight[i], self.qkv_bias[i], cos, sin, s.heads,
+                             s.kv_heads, s.head_dim, s.eps)
             keys, values = store(i, k, v)
-            x = x + self.o[i](_attend(q, keys, values, mask, s).transpose(1, 2).reshape(1, n, q_size))
-            h = _rms(x, self.norm_post[i], s.eps)
-            gate, up = F.linear(h, self.gate_up_weight[i]).chunk(2, dim=-1)
-            x = x + self.down[i](F.silu(gate) * up)
+            x = after(x, _attend(q, keys, values, mask, s), self.o[i].weight, self.o[i].bias, self.norm_post[i],
+                      self.gate_up_weight[i], self.down[i].weight, self.down[i].bias, s.eps)
         return x
+
+    def compile_one_token_step(self) -> None:
+        """Compile the per-layer code around attention for one-token steps with torch.compile (inductor fuses
+        the norms, rotary and activation into a few kernels: a decode step is otherwise ~40 small kernels per
+        layer, which bounds a small model's speed more than its weights do). Every layer has the same shapes,
+        so each part compiles once, whatever the number of layers; attention stays outside, so the cache
+        buckets need no recompiles. Compiles on first use (the loop's warm-up, before graph capture)."""
+        self.one_token_fns = (torch.compile(_before_attention, fullgraph=True, dynamic=False),
+                              torch.compile(_after_attention, fullgraph=True, dynamic=False))
+        self.compiled = True
+
+
+def _before_attention(x: torch.Tensor, norm: torch.Tensor, qkv_weight: torch.Tensor, qkv_bias: torch.Tensor | None,
+                      cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int, head_dim: int,
+                      eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Norm, fused q/k/v projection and rotary: q [1, heads, n, d], k and v [1, kv_heads, n, d]."""
+    n = x.shape[1]
+    q_size, kv_size = heads * head_dim, kv_heads * head_dim
+    qkv = F.linear(_rms(x, norm, eps), qkv_weight, qkv_bias)
+    q = qkv[..., :q_size].view(1, n, heads, head_dim).transpose(1, 2)
+    k = qkv[..., q_size:q_size + kv_size].view(1, n, kv_heads, head_dim).transpose(1, 2)
+    v = qkv[..., q_size + kv_size:].view(1, n, kv_heads, head_dim).transpose(1, 2)
+    return _rope(q, cos, sin), _rope(k, cos, sin), v
+
+
+def _after_attention(x: torch.Tensor, attn: torch.Tensor, o_weight: torch.Tensor, o_bias: torch.Tensor | None,
+                     norm: torch.Tensor, gate_up_weight: torch.Tensor, down_weight: torch.Tensor,
+                     down_bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """Output projection and residual, then norm, fused gate/up, SiLU, down projection and residual."""
+    n = x.shape[1]
+    x = x + F.linear(attn.transpose(1, 2).reshape(1, n, -1), o_weight, o_bias)
+    gate, up = F.linear(_rms(x, norm, eps), gate_up_weight).chunk(2, dim=-1)
+    return x + F.linear(F.silu(gate) * up, down_weight, down_bias)
 
 
 def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
