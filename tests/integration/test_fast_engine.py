@@ -73,9 +73,12 @@ def test_greedy_output_is_token_identical_to_the_transformers_engine_for_64_toke
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "llava"])
-def test_sampling_with_a_seed_matches_the_transformers_engine(fast, tiny_engine, family):
-    kw = request_for(family, max_tokens=24, ignore_eos=True, temperature=0.9, top_p=0.9, top_k=40, seed=11)
-    assert fast(family).generate(**kw).text == tiny_engine(family).generate(**kw).text
+@pytest.mark.parametrize("extra", [{}, {"repetition_penalty": 1.3}], ids=["decode-loop", "eager-penalty"])
+def test_sampling_with_a_seed_matches_the_transformers_engine(fast, tiny_engine, family, extra):
+    kw = request_for(family, max_tokens=24, ignore_eos=True, temperature=0.9, top_p=0.9, top_k=40, seed=11, **extra)
+    got = fast(family).generate(**kw).text
+    assert got == tiny_engine(family).generate(**kw).text
+    assert got != fast(family).generate(**{**kw, "seed": 12}).text  # the seed matters
 
 
 def test_same_events_cancel_within_one_step_and_json_schema_falls_back(fast):
@@ -132,7 +135,7 @@ def test_the_demo_model_answers_the_same_on_the_fast_engine(tiny_engine):
 def test_greedy_stays_identical_across_cache_buckets(fast, tiny_engine, family):
     # a prompt just under a bucket's end and a reply that runs past it: the step switches from one bucket's
     # graph to the next mid-reply (Qwen2-VL: with an image, so rope positions differ from cache slots too)
-    loop = fast(family).backend.greedy_loop
+    loop = fast(family).backend.decode_loop
     request = request_for(family, max_tokens=48, ignore_eos=True)
 
     def prompt_tokens(words):
@@ -152,7 +155,7 @@ def test_greedy_stays_identical_across_cache_buckets(fast, tiny_engine, family):
 @pytest.mark.parametrize("family", ["qwen2_vl", "llava"])
 def test_a_step_over_its_bucket_equals_a_step_over_the_whole_cache(fast, family):
     backend = fast(family).backend
-    decoder, loop = backend.decoder, backend.greedy_loop
+    decoder, loop = backend.decoder, backend.decode_loop
     torch.manual_seed(0)
     with torch.inference_mode():
         decoder.k_cache.normal_()

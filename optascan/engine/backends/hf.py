@@ -177,7 +177,6 @@ class HFBackend:
 
     # --- generation ----------------------------------------------------------------------------------
     def generate(self, prepared: Prepared, sampling: Sampling, cancel: CancelToken, on_token: OnToken) -> None:
-        generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
         banned = sorted(self.eos_token_ids) if sampling.ignore_eos else []
         if sampling.json_schema:  # the grammar lets raw control characters into strings; strict JSON does not
             banned += self._control_character_tokens()
@@ -207,7 +206,7 @@ class HFBackend:
                     **inputs, **cache_kwargs, generation_config=config,
                     logits_processor=LogitsProcessorList(
                         ([self._grammar_processor(sampling.json_schema)] if sampling.json_schema else [])
-                        + [Chooser(sampling, generator, banned)]),
+                        + [Chooser(sampling, banned)]),
                     stopping_criteria=StoppingCriteriaList([stopper]),
                     streamer=Streamer(collect, stopper),
                 )

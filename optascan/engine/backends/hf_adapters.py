@@ -14,7 +14,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from ..cancel import CancelToken
 from .base import OnToken, Sampling
-from .torch_sampling import choose_token
+from .torch_sampling import choose_token, token_hashes
 
 
 class Chooser(LogitsProcessor):
@@ -24,10 +24,12 @@ class Chooser(LogitsProcessor):
     masks banned ids in place: no extra kernels, no host round trip per token.
     """
 
-    def __init__(self, sampling: Sampling, generator: torch.Generator, banned: list[int] | None) -> None:
-        self.sampling, self.generator, self.banned = sampling, generator, banned
+    def __init__(self, sampling: Sampling, banned: list[int] | None) -> None:
+        self.sampling, self.banned = sampling, banned
         self.plain_greedy = sampling.temperature == 0.0 and sampling.repetition_penalty == 1.0
         self._banned_ids: torch.Tensor | None = None
+        self._hashes: torch.Tensor | None = None  # the sampler's per-token-id hashes, built once per request
+        self.step = 0  # tokens chosen so far: the sampler's counter
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.plain_greedy:
@@ -36,7 +38,10 @@ class Chooser(LogitsProcessor):
                     self._banned_ids = torch.tensor(self.banned, device=scores.device)
                 scores.index_fill_(1, self._banned_ids, -float("inf"))
             return scores
-        chosen = choose_token(scores, input_ids, self.sampling, self.generator, self.banned)
+        if self._hashes is None:
+            self._hashes = token_hashes(scores.shape[-1], scores.device)
+        chosen = choose_token(scores, input_ids, self.sampling, self.step, self.banned, self._hashes)
+        self.step += 1
         one_hot = torch.full_like(scores, -float("inf"))
         return one_hot.scatter_(1, chosen[:, None], 0.0)
 

@@ -27,7 +27,7 @@ from ..base import OnToken, Prepared, Sampling
 from ..hf import HFBackend
 from ..torch_sampling import choose_token
 from .decoder import CompactDecoder, build_from
-from .graphs import GreedyLoop
+from .graphs import DecodeLoop
 
 FAST_FAMILIES = frozenset({"llava", "idefics3", "qwen2_vl", "llama"})
 
@@ -62,7 +62,7 @@ class FastBackend(HFBackend):
         self._capturing = False
         self.language_model.register_forward_pre_hook(self._capture, with_kwargs=True)
         start = time.perf_counter()
-        self.greedy_loop = GreedyLoop(self.decoder, self.device)  # CUDA graph capture happens here, at load
+        self.decode_loop = DecodeLoop(self.decoder, self.device)  # CUDA graph capture happens here, at load
         self.warmup_s = time.perf_counter() - start
 
     # --- generation ------------------------------------------------------------------------------------
@@ -79,13 +79,14 @@ class FastBackend(HFBackend):
                 logits = decoder(embeds, 0, *decoder.rotary(positions))
                 next_position = int(positions.max()) + 1  # Qwen2-VL: text after an image continues from its end
                 self._stage = "decode"
-                generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
                 banned = sorted(self.eos_token_ids) if sampling.ignore_eos else None
+                if sampling.repetition_penalty == 1.0:  # greedy or sampled: the captured decode loop
+                    return self._loop(logits, n, next_position, sampling, banned, cancel, on_token)
+                # the repetition penalty needs every token so far: step by step, eagerly
                 history = prepared.inputs["input_ids"]
-                if sampling.temperature == 0.0 and sampling.repetition_penalty == 1.0:
-                    return self._greedy(logits, n, next_position, sampling, banned, cancel, on_token)
                 for step in range(sampling.max_tokens):
-                    token = choose_token(logits[:, -1].float(), history, sampling, generator, banned)
+                    token = choose_token(logits[:, -1].float(), history, sampling, step, banned,
+                                         self.decode_loop.hashes)
                     token_id = int(token)
                     if not on_token(token_id) or (token_id in self.eos_token_ids and not sampling.ignore_eos):
                         return
@@ -98,17 +99,17 @@ class FastBackend(HFBackend):
         finally:
             self._cancel = None
 
-    def _greedy(self, logits: torch.Tensor, n: int, next_position: int, sampling: Sampling,
-                banned: list[int] | None, cancel: CancelToken, on_token: OnToken) -> None:
-        """Plain greedy decoding through the static step (one CUDA graph replay per token on CUDA)."""
-        scores = logits[:, -1].float()
-        if banned:
-            scores[:, banned] = float("-inf")
-        first = int(scores.argmax(-1))
+    def _loop(self, logits: torch.Tensor, n: int, next_position: int, sampling: Sampling,
+              banned: list[int] | None, cancel: CancelToken, on_token: OnToken) -> None:
+        """The first token from the prefill's logits, the rest from the decode loop (one CUDA graph replay per
+        token on CUDA)."""
+        first = int(choose_token(logits[:, -1].float(), logits.new_zeros(1, 0, dtype=torch.long), sampling, 0,
+                                 banned, self.decode_loop.hashes))
         if not on_token(first) or (first in self.eos_token_ids and not sampling.ignore_eos):
             return
-        for token_id in self.greedy_loop.run(first, n, next_position, sampling.max_tokens - 1,
-                                             lambda: cancel.cancelled, banned):
+        sampled = sampling if sampling.temperature > 0.0 else None
+        for token_id in self.decode_loop.run(first, n, next_position, sampling.max_tokens - 1,
+                                             lambda: cancel.cancelled, banned, sampled):
             check(cancel)
             if not on_token(token_id) or (token_id in self.eos_token_ids and not sampling.ignore_eos):
                 return

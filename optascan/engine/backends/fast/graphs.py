@@ -1,11 +1,15 @@
-"""Greedy decoding with the whole step (forward + argmax + advancing the position) replayed as one CUDA graph.
+"""The decode loop: the whole step (forward, token choice, advancing the position) replayed as a CUDA graph.
+
+Greedy and sampled decoding each have their own graphs; sampling (temperature, top-k, top-p, seeded) runs on
+the GPU from device-side parameters and a counter-based noise (``torch_sampling``), so it needs no host
+round trip and gives the same tokens as the eager path for the same seed.
 
 No host synchronisation per token: each step's token is copied to pinned host memory asynchronously and read
 one step later, so stop checks (EOS, stop strings, cancel, max_tokens) lag by at most one step; a token computed
 past the stop is discarded, never emitted. Off CUDA the same static step runs eagerly (that is what CI checks).
 
-Attention reads only a bucket of the cache (256, 512, … slots, up to its size): one graph per bucket, all
-captured at load, and the host picks the graph for each step from the step count it already knows. A short
+Attention reads only a bucket of the cache (256, 512, … slots, up to its size): one graph per bucket and mode,
+all captured at load, and the host picks the graph for each step from the step count it already knows. A short
 reply to a short prompt then reads 256 slots of keys and values per layer instead of all 8,192.
 """
 
@@ -15,10 +19,14 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from ..base import Sampling
+from ..torch_sampling import gumbel_noise, sample_from, token_hashes
 from .decoder import CompactDecoder
 
+MODES = ("greedy", "sample")
 
-class GreedyLoop:
+
+class DecodeLoop:
     def __init__(self, decoder: CompactDecoder, device: str) -> None:
         self.decoder = decoder
         self.use_graph = device.startswith("cuda")
@@ -28,36 +36,52 @@ class GreedyLoop:
         self.rope = torch.zeros(1, dtype=torch.long, device=dev)
         vocab = decoder.lm_head.weight.shape[0]
         self.bias = torch.zeros(1, vocab, dtype=torch.float32, device=dev)  # -inf on banned ids (ignore_eos)
+        # sampling parameters, set per request; the step counter keys the noise
+        self.hashes = token_hashes(vocab, dev)
+        self.temperature = torch.ones(1, 1, device=dev)
+        self.top_k = torch.full((1, 1), vocab, dtype=torch.long, device=dev)
+        self.top_p = torch.ones(1, 1, device=dev)
+        self.seed = torch.zeros(1, dtype=torch.long, device=dev)
+        self.step_number = torch.zeros(1, dtype=torch.long, device=dev)
         self.buckets = cache_buckets(decoder.max_tokens)
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.graphs: dict[tuple[str, int], torch.cuda.CUDAGraph] = {}
         if self.use_graph:
             self.host = torch.zeros(2, dtype=torch.long, pin_memory=True)  # double buffer for the async copies
             self.events = [torch.cuda.Event(), torch.cuda.Event()]
             self._capture()
 
-    def _body(self, length: int) -> None:
+    def _body(self, mode: str, length: int) -> None:
         logits = self.decoder.step(self.token, self.index, self.rope, length).float() + self.bias
-        self.token.copy_(logits.argmax(-1).view(1, 1))
+        if mode == "greedy":
+            chosen = logits.argmax(-1)
+        else:
+            noise = gumbel_noise(self.seed, self.step_number, self.hashes)
+            chosen = sample_from(logits, self.temperature, self.top_k, self.top_p, noise)
+        self.token.copy_(chosen.view(1, 1))
         self.index.add_(1)
         self.rope.add_(1)
+        self.step_number.add_(1)
 
     def _capture(self) -> None:
-        """Warm up on a side stream (allocator and kernel selection), then capture one step per bucket, all
-        from one memory pool (they never run at once). Done at load."""
+        """Warm up on a side stream (allocator, kernel selection, any compilation), then capture one step per
+        mode and bucket, all from one memory pool (they never run at once). Done at load."""
         saved = (self.decoder.k_cache.clone(), self.decoder.v_cache.clone())
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream), torch.inference_mode():
-            for length in self.buckets:
-                for _ in range(2):
-                    self._body(length)
+            for mode in MODES:
+                for length in self.buckets:
+                    self.index.zero_()
+                    for _ in range(2):
+                        self._body(mode, length)
         torch.cuda.current_stream().wait_stream(stream)
         pool = torch.cuda.graph_pool_handle()
-        for length in self.buckets:
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool), torch.inference_mode():
-                self._body(length)
-            self.graphs[length] = graph
+        for mode in MODES:
+            for length in self.buckets:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool), torch.inference_mode():
+                    self._body(mode, length)
+                self.graphs[mode, length] = graph
         self.decoder.k_cache.copy_(saved[0])  # the warm-up wrote into the cache: leave it as it was
         self.decoder.v_cache.copy_(saved[1])
 
@@ -66,11 +90,20 @@ class GreedyLoop:
         return next(b for b in self.buckets if b > slot)
 
     def run(self, first_token: int, index: int, rope_position: int, steps: int, cancelled: Callable[[], bool],
-            banned: list[int] | None = None) -> Iterator[int]:
-        """Tokens after ``first_token`` (already emitted, sitting at cache slot ``index``), up to ``steps``."""
+            banned: list[int] | None = None, sampling: Sampling | None = None) -> Iterator[int]:
+        """Tokens after ``first_token`` (already emitted, sitting at cache slot ``index``), up to ``steps``:
+        greedy, or drawn with ``sampling``'s parameters (the first token was draw 0 of its seed)."""
         self.bias.zero_()
         if banned:
             self.bias[0, banned] = float("-inf")
+        mode = "greedy" if sampling is None else "sample"
+        if sampling is not None:
+            vocab = self.bias.shape[-1]
+            self.temperature.fill_(sampling.temperature)
+            self.top_k.fill_(sampling.top_k if 0 < sampling.top_k < vocab else vocab)
+            self.top_p.fill_(sampling.top_p)
+            self.seed.fill_(sampling.seed)
+        self.step_number.fill_(1)
         self.token.fill_(first_token)
         self.index.fill_(index)
         self.rope.fill_(rope_position)
@@ -79,14 +112,14 @@ class GreedyLoop:
             for step in range(steps):
                 if cancelled():
                     return
-                self._body(self.bucket(index + step))
+                self._body(mode, self.bucket(index + step))
                 yield int(self.token)
             return
         pending: int | None = None  # the step whose token is on its way to the host
         for step in range(steps):
             if cancelled():
                 break
-            self.graphs[self.bucket(index + step)].replay()
+            self.graphs[mode, self.bucket(index + step)].replay()
             slot = step % 2
             self.host[slot:slot + 1].copy_(self.token.view(1), non_blocking=True)
             self.events[slot].record()
