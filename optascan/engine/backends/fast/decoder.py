@@ -84,7 +84,9 @@ class CompactDecoder(nn.Module):
             raise ValueError(f"{end} positions exceed the cache of {self.max_tokens}")
         # causal within the new tokens, everything before them visible
         mask = None
-        if n > 1:
+        if n > 1 and start == 0:
+            mask = CAUSAL  # a fresh prompt: plain causal attention, which the fused SDPA kernels take without a mask
+        elif n > 1:
             mask = torch.ones(n, end, dtype=torch.bool, device=embeds.device).tril(diagonal=start)
 
         def store(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,9 +165,14 @@ def _after_attention(x: torch.Tensor, attn: torch.Tensor, o_weight: torch.Tensor
     return x + F.linear(F.silu(gate) * up, down_weight, down_bias)
 
 
+CAUSAL = torch.empty(0)  # the mask meaning "causal over the whole sequence" (compared by identity)
+
+
 def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
             s: DecoderShape) -> torch.Tensor:
     """Attention of q [1, heads, n, d] over the cache [1, kv_heads, T, d] → [1, heads, n, d]."""
+    if mask is CAUSAL:
+        return F.scaled_dot_product_attention(q, keys, values, is_causal=True, enable_gqa=s.heads != s.kv_heads)
     if s.heads == s.kv_heads:
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
     if q.shape[2] == 1:
