@@ -5,8 +5,9 @@ optascan's fast engine, on the same checkpoint and inputs (issue #9).
     PYTHONPATH=. python3 bench/fast_decode.py --device cuda --size qwen2.5-vl-3b      # through the device tool
     python bench/fast_decode.py --device cpu --size small --new-tokens 32              # a smoke run here
 
-A Qwen2-VL-architecture checkpoint with random weights and the language model of ``--size`` (Qwen2.5-VL-3B's or
--7B's shape; the Qwen2.5-VL language model is this architecture), one 1024×768 image + a short prompt, greedy,
+A checkpoint with random weights and the language model of ``--size``: Qwen2-VL architecture for Qwen2.5-VL-3B's
+and -7B's shapes (the Qwen2.5-VL language model is this architecture), LLaVA with LLaVA-1.5-7B's Llama decoder
+(the vision towers stay tiny; the image grids are the real ones); one 1024×768 image + a short prompt, greedy,
 ``--new-tokens`` tokens with EOS ignored. Paths: transformers' generate, transformers with a static cache +
 torch.compile, the fast engine, and the fast engine with its one-token step compiled (OPTASCAN_FAST_COMPILE=1).
 Per path: TTFT (one-token generation), decode tok/s, the fraction of
@@ -34,16 +35,19 @@ import transformers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optascan  # noqa: E402
-from bench.inputs import menu_photo, qwen2_vl_checkpoint  # noqa: E402
+from bench.inputs import llava_checkpoint, menu_photo, qwen2_vl_checkpoint  # noqa: E402
 from bench.provenance import ROOT, git_commit  # noqa: E402
 from optascan.testing.agreement import first_divergence, greedy_ids  # noqa: E402
 from optascan.testing.tiny import TEXT_SIZES  # noqa: E402
 
-SIZES = {
+SIZES = {  # language-model shapes from the public model cards
     "qwen2.5-vl-3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
                           num_key_value_heads=2),
     "qwen2.5-vl-7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                           num_key_value_heads=4),
+    # LLaVA-1.5-7B: a Llama-2-7B (Vicuna) decoder, multi-head attention
+    "llava-1.5-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                         num_key_value_heads=32),
 }
 H100_BANDWIDTH = 3.35e12
 
@@ -109,6 +113,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--size", default="qwen2.5-vl-3b", choices=[*SIZES, *TEXT_SIZES])
+    parser.add_argument("--family", choices=["qwen2_vl", "llava"], default="qwen2_vl",
+                        help="architecture for the small test sizes (the named sizes imply theirs)")
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-static", action="store_true", help="skip transformers' static cache + compile")
@@ -120,7 +126,8 @@ def main() -> None:
                "image_tier": "quality"}
     report_paths: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        path = qwen2_vl_checkpoint(Path(tmp) / "ckpt", SIZES.get(args.size) or args.size, dtype)
+        build = llava_checkpoint if args.size.startswith("llava") or args.family == "llava" else qwen2_vl_checkpoint
+        path = build(Path(tmp) / "ckpt", SIZES.get(args.size) or args.size, dtype)
         with optascan.load(path, device=args.device, engine="hf") as hf:
             lm_bytes = sum(p.numel() * p.element_size() for p in hf.backend.language_model.parameters())
             lm_bytes += hf.backend.model.lm_head.weight.numel() * hf.backend.model.lm_head.weight.element_size()
@@ -164,7 +171,8 @@ def main() -> None:
         else f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)",
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "optascan": optascan.__version__},
-        "size": args.size, "dtype": dtype, "new_tokens": args.new_tokens, "runs": args.runs,
+        "size": args.size, "family": "llava" if build is llava_checkpoint else "qwen2_vl", "dtype": dtype,
+        "new_tokens": args.new_tokens, "runs": args.runs,
         "language_model_bytes": lm_bytes, "ceiling_tok_s": ceiling, "paths": report_paths,
         "text_equal": reference == ours, "greedy_agreement": agreement,
         "ttft_ratio_fast_over_hf": report_paths["fast"]["ttft_ms"] / report_paths["hf_generate"]["ttft_ms"],

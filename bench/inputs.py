@@ -1,5 +1,6 @@
-"""Inputs the benchmarks share: a menu-like 1024×768 photo, and a Qwen2-VL-architecture checkpoint whose
-processor has the real model's pixel budget (so that photo is ~1,000 image tokens, not the test size's 15)."""
+"""Inputs the benchmarks share: a menu-like 1024×768 photo, a Qwen2-VL-architecture checkpoint whose processor
+has the real model's pixel budget (so that photo is ~1,000 image tokens, not the test size's 15), and a LLaVA one
+with LLaVA-1.5's 576-token image grid."""
 
 from __future__ import annotations
 
@@ -31,3 +32,9 @@ def qwen2_vl_checkpoint(path: Path, text_size: str | dict, dtype: str | None = N
             config[key]["size"] = QWEN2_VL_PIXELS
     config_path.write_text(json.dumps(config, indent=2))
     return path
+
+
+def llava_checkpoint(path: Path, text_size: str | dict, dtype: str | None = None) -> Path:
+    """A random-weight LLaVA checkpoint with LLaVA-1.5's image grid (336 px in 14 px patches: 576 image tokens)
+    and ``text_size``'s language model; the vision tower itself stays tiny."""
+    return build_tiny_checkpoint("llava", path, text_size=text_size, dtype=dtype, llava_image=(336, 14))

@@ -161,7 +161,7 @@ def _text_kwargs(tok, text_size: dict | None = None) -> dict:
     return {**kwargs, **(text_size or {})}
 
 
-def _llava(tok, text):
+def _llava(tok, text, image_size: int = 32, patch: int = 8):
     from transformers import (
         CLIPImageProcessorPil,
         CLIPVisionConfig,
@@ -171,8 +171,8 @@ def _llava(tok, text):
         LlavaProcessor,
     )
 
-    # 32 px / patch 8 -> 16 patches (+CLS, dropped by the "default" strategy) -> 16 image tokens.
-    image_size, patch = 32, 8
+    # 32 px / patch 8 -> 16 patches (+CLS, dropped by the "default" strategy) -> 16 image tokens by default;
+    # benchmarks ask for LLaVA-1.5's 336 px / 14 (576 image tokens) through llava_image.
     vision = CLIPVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
         image_size=image_size, patch_size=patch, projection_dim=32,
@@ -269,12 +269,14 @@ def _llama_text(tok, text):
 
 
 def build_tiny_checkpoint(family: str, path: str | os.PathLike, *, seed: int = 0,
-                          text_size: dict | str | None = None, dtype: str | None = None) -> pathlib.Path:
+                          text_size: dict | str | None = None, dtype: str | None = None,
+                          llava_image: tuple[int, int] | None = None) -> pathlib.Path:
     """Write a tiny random checkpoint of `family` into `path` (created if needed) and return the path.
 
     ``text_size``: a ``TEXT_SIZES`` name or a dict of language-model dims (hidden_size, num_hidden_layers,
     num_attention_heads, num_key_value_heads, intermediate_size, head_dim). ``dtype``: e.g. "bfloat16" to
-    initialise and save the weights in that dtype (default float32).
+    initialise and save the weights in that dtype (default float32). ``llava_image``: (image size, patch size)
+    of the LLaVA vision tower (default (32, 8): 16 image tokens).
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
@@ -288,9 +290,9 @@ def build_tiny_checkpoint(family: str, path: str | os.PathLike, *, seed: int = 0
     out = pathlib.Path(path)
     out.mkdir(parents=True, exist_ok=True)
     tok = _build_tokenizer(family)
-    model_cls, config, processor = {
-        "llava": _llava, "qwen2_vl": _qwen2_vl, "idefics3": _idefics3, "llama_text": _llama_text,
-    }[family](tok, _text_kwargs(tok, text_size))
+    builders = {"llava": _llava, "qwen2_vl": _qwen2_vl, "idefics3": _idefics3, "llama_text": _llama_text}
+    extra = dict(zip(("image_size", "patch"), llava_image, strict=True)) if family == "llava" and llava_image else {}
+    model_cls, config, processor = builders[family](tok, _text_kwargs(tok, text_size), **extra)
 
     # Seed only around init, and restore the global RNG so building never perturbs the caller's state.
     with torch.random.fork_rng(devices=[]):
