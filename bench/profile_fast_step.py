@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Where a fast-engine decode step spends its time on the GPU: the evidence issue #9 asks for when decode stays
+short of the bandwidth ceiling.
+
+    PYTHONPATH=. python3 bench/profile_fast_step.py --size qwen2.5-vl-3b --out $OUT/profile-3b.json
+
+For the plain and the compiled one-token step (OPTASCAN_FAST_COMPILE): the step's time as a graph replay, and
+under torch.profiler (eager, so every kernel is visible) the number of kernels per step and the GPU time by kernel
+kind (matmul, attention, everything else) with the top kernels by name. Bandwidth arithmetic: the weight bytes a
+step must read ÷ 3.35 TB/s is the floor; what is above it is what the kernels cost beyond reading weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import optascan  # noqa: E402
+from bench.fast_decode import H100_BANDWIDTH, SIZES  # noqa: E402
+from bench.inputs import llava_checkpoint, qwen2_vl_checkpoint  # noqa: E402
+from bench.provenance import git_commit  # noqa: E402
+
+
+def kind_of(name: str) -> str:
+    lowered = name.lower()
+    if any(k in lowered for k in ("gemm", "gemv", "cutlass", "sm90_xmma", "matmul", "splitk")):
+        return "matmul"
+    if any(k in lowered for k in ("flash", "fmha", "attention", "softmax")):
+        return "attention"
+    return "other"
+
+
+def profile(fast, steps: int, cuda: bool) -> dict:
+    loop = fast.backend.decode_loop
+    slot = 300
+    length = loop.bucket(slot)
+
+    def one_step() -> None:
+        if cuda:
+            loop.graphs["greedy", length].replay()
+        else:  # a smoke run off the GPU: the eager step
+            loop._body("greedy", length)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    activity = torch.profiler.ProfilerActivity.CUDA if cuda else torch.profiler.ProfilerActivity.CPU
+    with torch.inference_mode():
+        loop.index.fill_(slot)
+        loop.rope.fill_(slot)
+        for _ in range(5):  # graph replays: the real per-token cost
+            one_step()
+        sync()
+        times = []
+        for _ in range(steps):
+            loop.index.fill_(slot)
+            start = time.perf_counter()
+            one_step()
+            sync()
+            times.append(time.perf_counter() - start)
+        with torch.profiler.profile(activities=[activity]) as prof:
+            for _ in range(10):
+                loop.index.fill_(slot)
+                loop._body("greedy", length)
+            sync()
+    device_type = torch.autograd.DeviceType.CUDA if cuda else torch.autograd.DeviceType.CPU
+    kernels = [e for e in prof.events() if e.device_type == device_type and (cuda or e.name.startswith("aten::"))]
+    by_kind: dict[str, float] = {}
+    by_name: dict[str, float] = {}
+    for event in kernels:
+        spent = (event.device_time if cuda else event.cpu_time) / 10
+        by_kind[kind_of(event.name)] = by_kind.get(kind_of(event.name), 0.0) + spent
+        by_name[event.name] = by_name.get(event.name, 0.0) + spent
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:15]
+    return {"graph_step_ms": statistics.median(times) * 1000, "kernels_per_step": len(kernels) / 10,
+            "kernel_us_per_step_by_kind": by_kind, "top_kernels_us_per_step": dict(top), "bucket": length}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="qwen2.5-vl-3b", choices=[*SIZES, "small"])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    report: dict = {"benchmark": "profile_fast_step", "size": args.size, **git_commit(),
+                    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    "device": torch.cuda.get_device_name(0) if args.device == "cuda" else args.device,
+                    "versions": {"torch": torch.__version__, "optascan": optascan.__version__}}
+    with tempfile.TemporaryDirectory() as tmp:
+        build = llava_checkpoint if args.size.startswith("llava") else qwen2_vl_checkpoint
+        cuda = args.device == "cuda"
+        path = build(Path(tmp) / "ckpt", SIZES.get(args.size, args.size), "bfloat16" if cuda else None)
+        for name, compiled in (("plain", "0"), ("compiled", "1")):
+            os.environ["OPTASCAN_FAST_COMPILE"] = compiled
+            with optascan.load(path, device=args.device, engine="fast") as fast:
+                lm = fast.backend.language_model
+                weight_bytes = sum(p.numel() * p.element_size() for p in lm.parameters())
+                report["floor_ms"] = weight_bytes / H100_BANDWIDTH * 1000
+                report[name] = profile(fast, args.steps, cuda)
+                report[name]["warmup_s"] = fast.backend.warmup_s
+    text = json.dumps(report, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
