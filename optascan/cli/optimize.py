@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import InvalidRequest
 from ..flow.schema import Question
-from .common import add_model_option, check_image_paths
+from .common import add_model_option, add_runtime_options, check_image_paths
 
 
 def add_parser(commands: Any, name: str) -> None:
@@ -23,11 +23,13 @@ def add_parser(commands: Any, name: str) -> None:
                     "Completed scans are saved to the history unless --no-history.")
     p.add_argument("inputs", nargs="+", metavar="IMAGE... GOAL", help="image paths, then the goal")
     add_model_option(p)
-    p.add_argument("--depth", choices=("quick", "balanced", "thorough"), default="balanced")
+    p.add_argument("--depth", choices=("quick", "balanced", "thorough"), default="balanced",
+                   help="quick: at most one question, short answer; thorough: every option, trade-offs, longer "
+                        "answer (default: balanced)")
     p.add_argument("--answer", action="append", default=[], metavar="ID=VALUE",
                    help="answer a question without being asked (repeatable; multi-choice values comma-separated)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same questions")
+    add_runtime_options(p)
     p.add_argument("--no-history", action="store_true", help="do not save this scan")
     p.add_argument("--json", action="store_true", help="print the structured result as JSON")
 
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..flow.history import History
     from ..flow.session import OptaSession
 
-    with load(args.model, device=args.device) as engine:
+    with load(args.model, device=args.device, dtype=args.dtype, mode=args.mode, engine=args.engine) as engine:
         session = OptaSession(engine, goal, images=images, depth_name=args.depth, seed=args.seed)
         analysis = session.analyze()
         print(f"Understood: {analysis.understanding}", file=sys.stderr)

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from ..engine.cancel import CancelToken
 from ..types import IMAGE_TIERS, Event, FinishReason, Request, State
-from .common import add_model_option, check_image_paths
+from .common import add_model_option, add_runtime_options, check_image_paths
 
 
 def add_parser(commands: Any, name: str) -> None:
@@ -37,13 +37,7 @@ def add_parser(commands: Any, name: str) -> None:
     p.add_argument("--ignore-eos", action="store_true", help="generate max-tokens tokens (for benchmarks)")
     p.add_argument("--image-tier", choices=IMAGE_TIERS, default=None,
                    help="image size cap: quality (2048 px), balanced (~1 MP) or battery (~0.4 MP); default: the mode's")
-    p.add_argument("--mode", choices=("saver", "balanced", "performance"), default="balanced",
-                   help="performance mode: image tier, default max tokens and CPU threads (default: balanced)")
-    p.add_argument("--engine", choices=("auto", "hf", "fast"), default="auto",
-                   help="hf: transformers' generate; fast: optascan's own decoder for the language model "
-                        "(LLaVA, Idefics3, Qwen2-VL, Llama); auto: hf for now (default: auto)")
-    p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cuda, cuda:N, mps or cpu")
-    p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on GPU, fp32 on CPU)")
+    add_runtime_options(p)
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (text, finish_reason, model, usage, timings) instead of streaming")
 

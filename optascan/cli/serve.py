@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import Any
 
-from .common import DEFAULT_MODEL
+from .common import DEFAULT_MODEL, add_runtime_options
 
 
 def add_parser(commands: Any, name: str) -> None:
@@ -33,11 +33,7 @@ def add_parser(commands: Any, name: str) -> None:
     p.add_argument("--max-body-mb", type=float, default=32, help="largest request body (default: 32)")
     p.add_argument("--keep-alive", type=float, default=300, help="seconds an idle model stays loaded (default: 300)")
     p.add_argument("--max-queue", type=int, default=32, help="requests waiting per model before 429 (default: 32)")
-    p.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu (default: auto)")
-    p.add_argument("--mode", choices=("saver", "balanced", "performance"), default="balanced",
-                   help="performance mode (default: balanced)")
-    p.add_argument("--engine", choices=("auto", "hf", "fast"), default="auto",
-                   help="decoding engine for loaded models (default: auto)")
+    add_runtime_options(p, dtype=False)
 
 
 def run(args: argparse.Namespace) -> int:
