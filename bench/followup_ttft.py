@@ -1,6 +1,7 @@
 """Time to first token of the Opta flow's follow-up turn: reusing the analyze turn's KV cache vs a cold prefill.
 
     python bench/followup_ttft.py [--runs 5] [--size small] [--device cpu] [--out bench/results/...json]
+    python bench/followup_ttft.py --model demo      # the shipped demo model on its example photo
 
 A Qwen2-VL-architecture checkpoint (random weights, language model of ``--size``, the real processor set to
 Qwen2-VL's default pixel budget) gets the flow's own prompts: analyze (a 1024×768 photo + goal), then the
@@ -38,12 +39,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--size", default="small")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default=None,
+                        help="a real model instead (e.g. demo: the shipped demo, its example photo and goal)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     depth = DEPTHS["balanced"]
-    with tempfile.TemporaryDirectory() as tmp, optascan.load(qwen2_vl_checkpoint(Path(tmp) / "qwen2-vl", args.size),
-                                                             device=args.device) as engine:
-        first_turn = analyze_messages("the most filling dish under $15", [menu_photo()], depth)
+    with tempfile.TemporaryDirectory() as tmp, optascan.load(
+            args.model or qwen2_vl_checkpoint(Path(tmp) / "qwen2-vl", args.size), device=args.device) as engine:
+        if args.model:
+            first_turn = analyze_messages("Which shape should I pick?", [ROOT / "examples" / "shapes.jpg"], depth)
+        else:
+            first_turn = analyze_messages("the most filling dish under $15", [menu_photo()], depth)
         ttft: dict[str, list[float]] = {"warm": [], "cold": []}
         shapes = {}
         for run in range(args.runs * 2):
@@ -67,12 +73,14 @@ def main() -> None:
         else f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)",
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "optascan": optascan.__version__},
-        "model": f"qwen2_vl random weights, text size {args.size!r}", "image": [1024, 768], "runs": args.runs,
+        "model": args.model or f"qwen2_vl random weights, text size {args.size!r}",
+        "image": "examples/shapes.jpg" if args.model else [1024, 768], "runs": args.runs,
         "follow_up": shapes, "analyze_turn_ttft_s": first_ttft,
         "ttft_median_s": median, "ttft_all_s": ttft,
         "ratio_warm_over_cold": median["warm"] / median["cold"],
     }
-    out = Path(args.out or ROOT / f"bench/results/followup_ttft-{args.device.split(':')[0]}-{now:%Y-%m-%d}.json")
+    tag = f"{args.device.split(':')[0]}-{args.model}" if args.model else args.device.split(":")[0]
+    out = Path(args.out or ROOT / f"bench/results/followup_ttft-{tag}-{now:%Y-%m-%d}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"follow-up TTFT: warm {median['warm'] * 1000:.0f} ms, cold {median['cold'] * 1000:.0f} ms, ratio "
