@@ -14,7 +14,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from ..cancel import CancelToken
 from .base import OnToken, Sampling
-from .torch_sampling import choose_token, token_hashes
+from .torch_sampling import choose_token, sampling_tensors, token_hashes
 
 
 class Chooser(LogitsProcessor):
@@ -28,8 +28,11 @@ class Chooser(LogitsProcessor):
         self.sampling, self.banned = sampling, banned
         self.plain_greedy = sampling.temperature == 0.0 and sampling.repetition_penalty == 1.0
         self._banned_ids: torch.Tensor | None = None
-        self._hashes: torch.Tensor | None = None  # the sampler's per-token-id hashes, built once per request
-        self.step = 0  # tokens chosen so far: the sampler's counter
+        # the sampler's per-token-id hashes, parameters and step counter: device tensors built at the first
+        # token and reused (no host-to-device copies per token)
+        self._hashes: torch.Tensor | None = None
+        self._params: dict[str, torch.Tensor] | None = None
+        self._step: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.plain_greedy:
@@ -38,10 +41,12 @@ class Chooser(LogitsProcessor):
                     self._banned_ids = torch.tensor(self.banned, device=scores.device)
                 scores.index_fill_(1, self._banned_ids, -float("inf"))
             return scores
-        if self._hashes is None:
+        if self._step is None:
             self._hashes = token_hashes(scores.shape[-1], scores.device)
-        chosen = choose_token(scores, input_ids, self.sampling, self.step, self.banned, self._hashes)
-        self.step += 1
+            self._params = sampling_tensors(self.sampling, scores.shape[-1], scores.device)
+            self._step = torch.zeros(1, dtype=torch.long, device=scores.device)
+        chosen = choose_token(scores, input_ids, self.sampling, self._step, self.banned, self._hashes, self._params)
+        self._step += 1
         one_hot = torch.full_like(scores, -float("inf"))
         return one_hot.scatter_(1, chosen[:, None], 0.0)
 

@@ -28,9 +28,12 @@ def token_hashes(vocab: int, device: torch.device | str) -> torch.Tensor:
 
 def gumbel_noise(seed: torch.Tensor, step: torch.Tensor, hashes: torch.Tensor) -> torch.Tensor:
     """Gumbel noise [1, vocab] for request ``seed`` at generation ``step`` (int64 tensors of shape [1])."""
-    key = _hash32(_hash32((seed & _MASK) ^ _hash32((seed >> 32) & _MASK)) ^ (step & _MASK))
+    # the step is hashed before it meets the seed: a plain XOR would let two seeds replay each other's draws
+    key = _hash32(_hash32((seed & _MASK) ^ _hash32((seed >> 32) & _MASK)) ^ _hash32((step + 0x9E3779B9) & _MASK))
     bits = _hash32(hashes ^ key)
-    uniform = ((bits >> 8).float() + 0.5) / 16777216.0  # 24 bits: exactly representable, never 0 or 1
+    # 23 bits + 0.5, over 2**23: exact in float32 and strictly inside (0, 1) (with 24 bits the top value rounds
+    # to 1.0, its noise is +inf, and that token wins even when masked)
+    uniform = ((bits >> 9).float() + 0.5) / 8388608.0
     return -torch.log(-torch.log(uniform))[None]
 
 
@@ -58,10 +61,12 @@ def sampling_tensors(sampling: Sampling, vocab: int, device: torch.device | str)
             "seed": torch.tensor([sampling.seed], dtype=torch.long, device=device)}
 
 
-def choose_token(scores: torch.Tensor, seen_ids: torch.Tensor, sampling: Sampling, step: int,
-                 banned: list[int] | None = None, hashes: torch.Tensor | None = None) -> torch.Tensor:
+def choose_token(scores: torch.Tensor, seen_ids: torch.Tensor, sampling: Sampling, step: int | torch.Tensor,
+                 banned: list[int] | None = None, hashes: torch.Tensor | None = None,
+                 params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """``scores``: (1, vocab) logits; ``seen_ids``: (1, n) ids so far; ``step``: tokens generated before this
-    one. Returns (1,) ids."""
+    one (an int, or a [1] device tensor a caller advances in place). ``hashes`` and ``params`` (from
+    ``token_hashes`` and ``sampling_tensors``) can be built once per request. Returns (1,) ids."""
     scores = scores.float()
     if sampling.repetition_penalty != 1.0 and seen_ids.numel():
         # As in CTRL / transformers: shrink the logits of every token already present.
@@ -73,7 +78,9 @@ def choose_token(scores: torch.Tensor, seen_ids: torch.Tensor, sampling: Samplin
     if sampling.temperature == 0.0:
         return scores.argmax(dim=-1)
     vocab = scores.shape[-1]
-    params = sampling_tensors(sampling, vocab, scores.device)
+    params = sampling_tensors(sampling, vocab, scores.device) if params is None else params
     hashes = token_hashes(vocab, scores.device) if hashes is None else hashes
-    noise = gumbel_noise(params["seed"], torch.tensor([step], device=scores.device), hashes)
+    if not isinstance(step, torch.Tensor):
+        step = torch.tensor([step], device=scores.device)
+    noise = gumbel_noise(params["seed"], step, hashes)
     return sample_from(scores, params["temperature"], params["top_k"], params["top_p"], noise)
