@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import io
+import itertools
 import json
 import math
 import platform
@@ -219,9 +220,10 @@ def train(path: Path, steps: int, batch: int, lr: float, workers: int, max_secon
                                   fused=device == "cuda")
     warmup = max(1, min(300, steps // 10))
     start, losses = time.time(), []
-    for step, questions_batch in enumerate(loader):
+    questions = iter(loader)
+    for step in itertools.count():
         flow_step = flows is not None and step % flow_every == 0
-        pixels, ids, labels, mask, _ = next(flows) if flow_step else questions_batch
+        pixels, ids, labels, mask, _ = next(flows) if flow_step else next(questions)
         elapsed = time.time() - start
         if step >= steps or elapsed > max_seconds:  # a safety stop inside the device's time limit
             break

@@ -28,7 +28,9 @@ def add_parser(commands: Any, name: str) -> None:
                         "answer (default: balanced)")
     p.add_argument("--answer", action="append", default=[], metavar="ID=VALUE",
                    help="answer a question without being asked (repeatable; multi-choice values comma-separated)")
-    p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same questions")
+    p.add_argument("--seed", type=int, default=None,
+                   help="random seed for the generations (the flow decodes greedily, so today the result does not "
+                        "depend on it)")
     add_runtime_options(p)
     p.add_argument("--no-history", action="store_true", help="do not save this scan")
     p.add_argument("--json", action="store_true", help="print the structured result as JSON")

@@ -94,13 +94,14 @@ def run_flow_eval(flow: Flow, scenes: int = 20, first_seed: int = 0) -> dict:
         got_answer = {"title": answer.title, "options": [(o.name, o.score) for o in answer.options]}
         want_answer = {"title": expected_answer.title, "options": [(o.name, o.score) for o in expected_answer.options]}
         kind = "rank" if goal in RANK_GOALS else "pick"
-        best = max(o.score for o in expected_answer.options)
+        scores = {o.score for o in expected_answer.options}
         parts = {  # what a user would check, one part at a time
             "goal": analysis.understanding.split(". ")[0] == expected_analysis["understanding"].split(". ")[0],
             "question": got_analysis["questions"] == expected_analysis["questions"],
-            "top": bool(answer.options) and answer.options[0].name in
-            {o.name for o in expected_answer.options if o.score == best},
             "analysis": got_analysis == expected_analysis, "answer": got_answer == want_answer}
+        if len(scores) > 1:  # "the best option first" means something only where one is better
+            parts["top"] = bool(answer.options) and answer.options[0].name in {
+                o.name for o in expected_answer.options if o.score == max(scores)}
         for part, ok in parts.items():
             right.setdefault(f"{kind}:{part}", []).append(ok)
         said, truth = _regions(analysis.understanding), _regions(expected_analysis["understanding"])
