@@ -39,7 +39,8 @@ def add_parser(commands: Any, name: str) -> None:
                    help="image size cap: quality (2048 px), balanced (~1 MP) or battery (~0.4 MP); default: the mode's")
     add_runtime_options(p)
     p.add_argument("--json", action="store_true",
-                   help="print one JSON object (text, finish_reason, model, usage, timings) instead of streaming")
+                   help="print one JSON object (text, finish_reason, model, usage, timings, engine) instead of "
+                        "streaming")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     status = StatusLine(sys.stderr, answer_on_same_screen=sys.stdout.isatty())
     status.show("loading model")
     with load(args.model, device=args.device, dtype=args.dtype, mode=args.mode, engine=args.engine) as engine:
+        info = engine.info
         cancel = CancelToken()
         previous = signal.signal(signal.SIGINT, _cancel_on_first_interrupt(cancel))
         try:
@@ -70,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     status.clear()
     result = final.result
     if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        ran = {"backend": info.backend, "device": info.device, "dtype": info.dtype, "choice": info.engine_choice}
+        print(json.dumps({**result.to_dict(), "engine": ran}, ensure_ascii=False))
     elif result.text and not result.text.endswith("\n"):
         print()
     if result.error is not None:

@@ -24,6 +24,7 @@ from ..types import Event, FinishReason, Request, Result
 from . import modes
 from .backends.base import Backend, Sampling
 from .cancel import CancelToken
+from .choice import choose_engine, model_type_of
 from .conversation import to_conversation
 from .generate import finish_unstarted, run_job
 from .modes import ThermalReader, read_thermal
@@ -40,6 +41,7 @@ class EngineInfo:
     dtype: str
     supports_images: bool
     weight_bytes: int
+    engine_choice: str = ""  # which engine runs and why (auto's reasoning), e.g. "auto: transformers (...)"
 
 
 class Engine:
@@ -51,6 +53,7 @@ class Engine:
         if thermal_policy not in ("step_down", "refuse", "off"):
             raise InvalidRequest("thermal_policy must be 'step_down', 'refuse' or 'off'", field="thermal_policy")
         self.backend = backend
+        self.engine_choice = f"{backend.name}: as asked"  # load() records auto's reasoning here
         self.name = name
         self.image_settings = image_settings or IntakeSettings()
         self.mode = modes.mode(mode)
@@ -63,7 +66,7 @@ class Engine:
     def info(self) -> EngineInfo:
         b: Any = self.backend
         return EngineInfo(self.name, b.name, b.device, str(getattr(b, "dtype", "")).replace("torch.", ""),
-                          b.supports_images, int(getattr(b, "weight_bytes", 0)))
+                          b.supports_images, int(getattr(b, "weight_bytes", 0)), self.engine_choice)
 
     def estimate_image_tokens(self, width: int, height: int) -> int:
         """Image tokens this model's processor makes for a ``width``×``height`` image (as prepared), without
@@ -220,7 +223,8 @@ def load(model: str | os.PathLike, *, device: str = "auto", dtype: str | None = 
     on a GPU at its slowdown temperature, "step_down" to saver-sized images, "refuse" (ThermalThrottled), "off".
     ``engine``: "hf" (transformers' generate), "fast" (our compact decoder for the language model: LLaVA,
     Idefics3, Qwen2-VL, Llama), or "auto" — transformers for now: the fast engine becomes auto's choice on CUDA
-    once its GPU checks are in (issue #9). ``engine.info.backend`` says which one runs.
+    once its GPU checks are in (issue #9; ``engine/choice.py``). ``engine.info.backend`` says which one runs and
+    ``engine.info.engine_choice`` why.
     """
     from ..models.estimate import estimate
     from ..models.resolve import resolve_model
@@ -236,13 +240,14 @@ def load(model: str | os.PathLike, *, device: str = "auto", dtype: str | None = 
     load_dtype = str(torch_device.choose_dtype(resolved, dtype)).replace("torch.", "")
     needed = estimate(path, dtype=load_dtype, context_tokens=0, image_size=None).total_bytes
     check_fits(needed, torch_device.free_bytes(resolved), memory_fraction, f"{os.fspath(model)!r}", resolved)
-    if engine not in ("auto", "hf", "fast"):
-        raise InvalidRequest(f"engine must be 'auto', 'hf' or 'fast', got {engine!r}", field="engine")
-    if engine == "fast":
+    chosen, reason = choose_engine(engine, resolved, model_type_of(path))
+    if chosen == "fast":
         from .backends.fast.backend import FastBackend
 
         backend = FastBackend(path, device=resolved, dtype=dtype, memory_fraction=memory_fraction)
     else:
         backend = HFBackend(path, device=resolved, dtype=dtype, memory_fraction=memory_fraction)
-    return Engine(backend, name=os.fspath(model), max_queue=max_queue, image_settings=image_settings, mode=mode,
-                  thermal_policy=thermal_policy)
+    loaded = Engine(backend, name=os.fspath(model), max_queue=max_queue, image_settings=image_settings, mode=mode,
+                    thermal_policy=thermal_policy)
+    loaded.engine_choice = reason
+    return loaded

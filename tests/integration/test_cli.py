@@ -41,6 +41,7 @@ def test_json_output_has_text_reason_model_usage_and_timings(tiny_dir, photo_pat
     assert data["usage"]["completion_tokens"] == 6 and data["usage"]["image_tokens"] == 16
     assert set(data["timings"]) == {"queue_s", "preprocess_s", "ttft_s", "decode_tokens_per_s", "total_s"}
     assert data["text"]
+    assert data["engine"]["backend"] == "hf" and "for CUDA" in data["engine"]["choice"]  # auto, on this CPU
     streamed = optascan("scan", "--model", str(tiny_dir("llava")), photo_path, "What is this?", "--max-tokens",
                         "6", "--ignore-eos", "--seed", "3")
     assert streamed.stdout.rstrip("\n") == data["text"]  # streamed text is the same answer

@@ -24,13 +24,12 @@ import torch
 
 from ....errors import ModelLoadError
 from ...cancel import CancelToken, check
+from ...choice import FAST_FAMILIES
 from ..base import OnToken, Prepared, Sampling
 from ..hf import HFBackend
 from ..torch_sampling import choose_token
 from .decoder import CompactDecoder, build_from
 from .graphs import DecodeLoop
-
-FAST_FAMILIES = frozenset({"llava", "idefics3", "qwen2_vl", "llama"})
 
 
 class _Captured(Exception):
