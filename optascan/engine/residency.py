@@ -127,7 +127,9 @@ class ModelPool:
         with self._lock:
             now = self._clock()
             return [{"name": r.name, "bytes": r.bytes, "idle_s": 0.0 if r.in_use else now - r.last_used,
-                     "in_use": r.in_use, "keep_alive_s": r.keep_alive_s}
+                     "in_use": r.in_use, "keep_alive_s": r.keep_alive_s,
+                     "engine": getattr(r.engine.backend, "name", ""),  # which engine runs it, and why
+                     "engine_choice": getattr(r.engine, "engine_choice", "")}
                     for r in sorted(self._residents.values(), key=lambda r: r.last_used)]
 
     @property

@@ -258,6 +258,8 @@ def test_status_lists_loaded_models_and_unload_frees_them(server, client):
     client.chat.completions.create(model="demo", messages=ask("What colour is the star?"), temperature=0)
     status = httpx.get(server.url + "/api/status").json()
     assert any(m["name"] == "demo" and m["bytes"] > 0 for m in status["loaded"])
+    assert [m["engine"] for m in status["loaded"] if m["name"] == "demo"] == ["hf"]  # auto, on this CPU
+    assert all("auto: transformers" in m["engine_choice"] for m in status["loaded"] if m["name"] == "demo")
     assert status["devices"][0]["device"] == "cpu"
     assert httpx.post(server.url + "/api/models/demo/unload").json() == {"unloaded": True}
     assert all(m["name"] != "demo" for m in httpx.get(server.url + "/api/status").json()["loaded"])
