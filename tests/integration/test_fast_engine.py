@@ -132,11 +132,12 @@ def test_the_demo_model_answers_the_same_on_the_fast_engine(tiny_engine):
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "llama_text"])
-def test_greedy_stays_identical_across_cache_buckets(fast, tiny_engine, family):
+@pytest.mark.parametrize("sampling", [{}, {"temperature": 0.8, "top_p": 0.9, "seed": 3}], ids=["greedy", "seeded"])
+def test_tokens_stay_identical_across_cache_buckets(fast, tiny_engine, family, sampling):
     # a prompt just under a bucket's end and a reply that runs past it: the step switches from one bucket's
     # graph to the next mid-reply (Qwen2-VL: with an image, so rope positions differ from cache slots too)
     loop = fast(family).backend.decode_loop
-    request = request_for(family, max_tokens=48, ignore_eos=True)
+    request = request_for(family, max_tokens=48, ignore_eos=True, **sampling)
 
     def prompt_tokens(words):
         request["prompt"] = " ".join(["red green blue"] * words)
