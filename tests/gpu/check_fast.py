@@ -102,12 +102,17 @@ def check_fp32_graphs_match_transformers_greedy_and_seeded(record, device):
     path = build_tiny_checkpoint("qwen2_vl", ROOT / "qwen2_vl-fp32", text_size="small")
     request = dict(prompt="Describe the picture.", images=[PHOTO])
     seeded = dict(max_tokens=300, ignore_eos=True, temperature=0.8, top_p=0.95, top_k=50, seed=5)
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 40}, "n": {"type": "integer"}},
+              "required": ["name", "n"], "additionalProperties": False}
     with optascan.load(path, device=device, engine="hf", dtype="float32") as hf:
         prepared, expected = greedy_ids(hf, request, 300)
         reference_text = hf.generate(**request, **seeded).text
+        reference_json = hf.generate(**request, json_schema=schema, max_tokens=120).text
     with optascan.load(path, device=device, engine="fast", dtype="float32") as fast:
         record["greedy"] = first_divergence(fast, prepared, expected, greedy_ids(fast, request, 300)[1])
         text = fast.generate(**request, **seeded).text
+        record["json_schema_equal"] = fast.generate(**request, json_schema=schema, max_tokens=120).text == \
+            reference_json
     record["seeded_equal_chars"] = next((i for i, (x, y) in enumerate(zip(reference_text, text, strict=False))
                                          if x != y), min(len(reference_text), len(text)))
     record["seeded_equal"] = reference_text == text

@@ -148,8 +148,13 @@ class HFBackend:
 
     def _grammar_processor(self, schema_text: str) -> LogitsProcessor:
         """A fresh xgrammar processor (one per generation) over a grammar compiled once per schema."""
-        import xgrammar
         from xgrammar.contrib.hf import LogitsProcessor as GrammarProcessor
+
+        return GrammarProcessor(self._compiled_grammar(schema_text))
+
+    def _compiled_grammar(self, schema_text: str) -> Any:
+        """The schema's xgrammar grammar, compiled once per schema over this model's vocabulary."""
+        import xgrammar
 
         if schema_text not in self._grammars:
             if self._grammar_compiler is None:
@@ -161,7 +166,7 @@ class HFBackend:
                     schema_text, any_whitespace=False)
             except Exception as err:  # noqa: BLE001 - xgrammar raises several types for unsupported schemas
                 raise InvalidRequest(f"the JSON schema cannot be compiled: {err}", field="json_schema") from err
-        return GrammarProcessor(self._grammars[schema_text])
+        return self._grammars[schema_text]
 
     def _control_character_tokens(self) -> list[int]:
         """Ids of tokens whose text holds a control character (U+0000–U+001F): computed once, on first use."""

@@ -6,11 +6,13 @@ model, where a pre-hook captures the merged embeddings (image features already p
 (Qwen2-VL's M-RoPE ones included) and stops it. So the image path is exactly the reference one, in every
 transformers version, and only the language model is ours.
 
-Greedy decoding runs the static decode step (``decoder.step``) in a loop that, on CUDA, replays it as one captured
-CUDA graph per token with asynchronous token copies (``graphs.py``); sampling runs the same decoder step by step
-with our seeded sampler. CPU runs everything eagerly: that is what CI checks (logits and tokens equal to
-transformers); the CUDA graph path's checks are tests/gpu/check_fast.py, run on an H100 through the device tool
-(the first run, before the buckets and the sampled graphs, passed cancel and EOS but not greedy agreement).
+Greedy and sampled decoding run the static decode step (``decoder.step``), token choice included, in a loop that,
+on CUDA, replays it as one captured CUDA graph per token with asynchronous token copies (``graphs.py``). A JSON
+schema (xgrammar's bitmask) or a repetition penalty needs the host between steps: the step is still a graph
+replay, the choice is made eagerly after it. CPU runs everything eagerly: that is what CI checks (logits and
+tokens equal to transformers); the CUDA graph path's checks are tests/gpu/check_fast.py, run on an H100
+through the device tool (the first run, before the buckets and the sampled graphs, passed cancel and EOS but
+not greedy agreement).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ...cancel import CancelToken, check
 from ...choice import FAST_FAMILIES
 from ..base import OnToken, Prepared, Sampling
 from ..hf import HFBackend
-from ..torch_sampling import choose_token
+from ..torch_sampling import choose_token, sampling_tensors
 from .decoder import CompactDecoder, build_from
 from .graphs import DecodeLoop
 
@@ -67,8 +69,10 @@ class FastBackend(HFBackend):
 
     # --- generation ------------------------------------------------------------------------------------
     def generate(self, prepared: Prepared, sampling: Sampling, cancel: CancelToken, on_token: OnToken) -> None:
-        if sampling.json_schema:  # the grammar path stays on transformers' generate (same tokens, slower)
-            return super().generate(prepared, sampling, cancel, on_token)
+        banned = sorted(self.eos_token_ids) if sampling.ignore_eos else []
+        if sampling.json_schema:  # as on the transformers path: strict JSON has no raw control characters
+            banned += self._control_character_tokens()
+        banned = banned or None
         self._cancel, self._stage, self._language_calls = cancel, "prefill", 0
         try:
             with torch.inference_mode():
@@ -79,25 +83,46 @@ class FastBackend(HFBackend):
                 logits = decoder(embeds, 0, *decoder.rotary(positions))
                 next_position = int(positions.max()) + 1  # Qwen2-VL: text after an image continues from its end
                 self._stage = "decode"
-                banned = sorted(self.eos_token_ids) if sampling.ignore_eos else None
-                if sampling.repetition_penalty == 1.0:  # greedy or sampled: the captured decode loop
+                if sampling.repetition_penalty == 1.0 and not sampling.json_schema:
                     return self._loop(logits, n, next_position, sampling, banned, cancel, on_token)
-                # the repetition penalty needs every token so far: step by step, eagerly
-                history = prepared.inputs["input_ids"]
-                for step in range(sampling.max_tokens):
-                    token = choose_token(logits[:, -1].float(), history, sampling, step, banned,
-                                         self.decode_loop.hashes)
-                    token_id = int(token)
-                    if not on_token(token_id) or (token_id in self.eos_token_ids and not sampling.ignore_eos):
-                        return
-                    if step + 1 == sampling.max_tokens:
-                        return
-                    check(cancel)
-                    history = torch.cat([history, token.view(1, 1)], dim=1)
-                    position = torch.tensor([next_position + step], device=self.device)
-                    logits = decoder(decoder.embed(token.view(1, 1)), n + step, *decoder.rotary(position))
+                return self._stepwise(logits, prepared.inputs["input_ids"], n, next_position, sampling, banned,
+                                      cancel, on_token)
         finally:
             self._cancel = None
+
+    def _stepwise(self, logits: torch.Tensor, prompt_ids: torch.Tensor, n: int, next_position: int,
+                  sampling: Sampling, banned: list[int] | None, cancel: CancelToken, on_token: OnToken) -> None:
+        """Token by token with the choice made between steps: for a JSON schema (xgrammar's next-token bitmask
+        masks the logits, as on the transformers path) or a repetition penalty (it needs every token so far).
+        Each step is still one graph replay (the loop's logits mode); the host waits for each token."""
+        matcher = bitmask = None
+        if sampling.json_schema:
+            import xgrammar
+
+            matcher = xgrammar.GrammarMatcher(self._compiled_grammar(sampling.json_schema))
+            bitmask = xgrammar.allocate_token_bitmask(1, logits.shape[-1])
+        loop = self.decode_loop
+        params = sampling_tensors(sampling, logits.shape[-1], self.device) if sampling.temperature > 0 else None
+        history = prompt_ids
+        scores = logits[:, -1].float()
+        for step in range(sampling.max_tokens):
+            if matcher is not None:
+                if matcher.is_terminated():
+                    return
+                matcher.fill_next_token_bitmask(bitmask)
+                xgrammar.apply_token_bitmask_inplace(scores, bitmask.to(scores.device))
+            token = choose_token(scores, history, sampling, step, banned, loop.hashes, params)
+            token_id = int(token)
+            if matcher is not None:
+                matcher.accept_token(token_id)
+            if not on_token(token_id) or (token_id in self.eos_token_ids and not sampling.ignore_eos):
+                return
+            if step + 1 == sampling.max_tokens or n + step + 1 >= self.decoder.max_tokens:
+                return
+            check(cancel)
+            if sampling.repetition_penalty != 1.0:
+                history = torch.cat([history, token.view(1, 1)], dim=1)
+            scores = loop.logits_after(token_id, n + step, next_position + step).clone()
 
     def _loop(self, logits: torch.Tensor, n: int, next_position: int, sampling: Sampling,
               banned: list[int] | None, cancel: CancelToken, on_token: OnToken) -> None:

@@ -23,7 +23,9 @@ from ..base import Sampling
 from ..torch_sampling import gumbel_noise, sample_from, token_hashes
 from .decoder import CompactDecoder
 
-MODES = ("greedy", "sample")
+# greedy and sample choose the next token inside the graph; logits only runs the step and leaves its logits for
+# the host (grammar-constrained decoding masks them with the grammar's next-token bitmask first)
+MODES = ("greedy", "sample", "logits")
 
 
 class DecodeLoop:
@@ -43,6 +45,7 @@ class DecodeLoop:
         self.top_p = torch.ones(1, 1, device=dev)
         self.seed = torch.zeros(1, dtype=torch.long, device=dev)
         self.step_number = torch.zeros(1, dtype=torch.long, device=dev)
+        self.logits = torch.zeros(1, vocab, dtype=torch.float32, device=dev)  # the logits mode's output
         self.buckets = cache_buckets(decoder.max_tokens)
         self.graphs: dict[tuple[str, int], torch.cuda.CUDAGraph] = {}
         if self.use_graph:
@@ -52,6 +55,11 @@ class DecodeLoop:
 
     def _body(self, mode: str, length: int) -> None:
         logits = self.decoder.step(self.token, self.index, self.rope, length).float() + self.bias
+        if mode == "logits":
+            self.logits.copy_(logits)
+            self.index.add_(1)
+            self.rope.add_(1)
+            return
         if mode == "greedy":
             chosen = logits.argmax(-1)
         else:
@@ -84,6 +92,19 @@ class DecodeLoop:
                 self.graphs[mode, length] = graph
         self.decoder.k_cache.copy_(saved[0])  # the warm-up wrote into the cache: leave it as it was
         self.decoder.v_cache.copy_(saved[1])
+
+    def logits_after(self, token: int, index: int, rope_position: int) -> torch.Tensor:
+        """The logits [1, vocab] after ``token`` at cache slot ``index`` (one step, no choice: the caller
+        masks and chooses). Returns the loop's own buffer: read it before the next step."""
+        self.bias.zero_()
+        self.token.fill_(token)
+        self.index.fill_(index)
+        self.rope.fill_(rope_position)
+        if self.use_graph:
+            self.graphs["logits", self.bucket(index)].replay()
+        else:
+            self._body("logits", self.bucket(index))
+        return self.logits
 
     def bucket(self, slot: int) -> int:
         """The smallest bucket that holds cache slot ``slot``."""
