@@ -181,11 +181,16 @@ class HFBackend:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
     # --- generation ----------------------------------------------------------------------------------
-    def generate(self, prepared: Prepared, sampling: Sampling, cancel: CancelToken, on_token: OnToken) -> None:
+    def banned_ids(self, sampling: Sampling) -> list[int] | None:
+        """Token ids a request must never produce: EOS under ignore_eos, and under a JSON schema the tokens
+        holding raw control characters (the grammar lets them into strings; strict JSON does not)."""
         banned = sorted(self.eos_token_ids) if sampling.ignore_eos else []
-        if sampling.json_schema:  # the grammar lets raw control characters into strings; strict JSON does not
+        if sampling.json_schema:
             banned += self._control_character_tokens()
-        banned = banned or None
+        return banned or None
+
+    def generate(self, prepared: Prepared, sampling: Sampling, cancel: CancelToken, on_token: OnToken) -> None:
+        banned = self.banned_ids(sampling)
         stopper = Stopper(cancel)
         # ignore_eos works by banning the eos ids in Chooser: generate() would refill an unset
         # eos_token_id from the model's generation_config anyway.

@@ -69,10 +69,7 @@ class FastBackend(HFBackend):
 
     # --- generation ------------------------------------------------------------------------------------
     def generate(self, prepared: Prepared, sampling: Sampling, cancel: CancelToken, on_token: OnToken) -> None:
-        banned = sorted(self.eos_token_ids) if sampling.ignore_eos else []
-        if sampling.json_schema:  # as on the transformers path: strict JSON has no raw control characters
-            banned += self._control_character_tokens()
-        banned = banned or None
+        banned = self.banned_ids(sampling)
         self._cancel, self._stage, self._language_calls = cancel, "prefill", 0
         try:
             with torch.inference_mode():
@@ -122,7 +119,7 @@ class FastBackend(HFBackend):
             check(cancel)
             if sampling.repetition_penalty != 1.0:
                 history = torch.cat([history, token.view(1, 1)], dim=1)
-            scores = loop.logits_after(token_id, n + step, next_position + step).clone()
+            scores = loop.logits_after(token_id, n + step, next_position + step)  # masked in place: a scratch buffer
 
     def _loop(self, logits: torch.Tensor, n: int, next_position: int, sampling: Sampling,
               banned: list[int] | None, cancel: CancelToken, on_token: OnToken) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from ..base import Sampling
-from ..torch_sampling import gumbel_noise, sample_from, token_hashes
+from ..torch_sampling import gumbel_noise, sample_from, sampling_tensors, token_hashes
 from .decoder import CompactDecoder
 
 # greedy and sample choose the next token inside the graph; logits only runs the step and leaves its logits for
@@ -54,21 +54,20 @@ class DecodeLoop:
             self._capture()
 
     def _body(self, mode: str, length: int) -> None:
-        logits = self.decoder.step(self.token, self.index, self.rope, length).float() + self.bias
-        if mode == "logits":
+        logits = self.decoder.step(self.token, self.index, self.rope, length).float()
+        if mode == "logits":  # the host masks banned ids itself (choose_token)
             self.logits.copy_(logits)
-            self.index.add_(1)
-            self.rope.add_(1)
-            return
-        if mode == "greedy":
-            chosen = logits.argmax(-1)
         else:
-            noise = gumbel_noise(self.seed, self.step_number, self.hashes)
-            chosen = sample_from(logits, self.temperature, self.top_k, self.top_p, noise)
-        self.token.copy_(chosen.view(1, 1))
+            logits = logits + self.bias
+            if mode == "greedy":
+                chosen = logits.argmax(-1)
+            else:
+                noise = gumbel_noise(self.seed, self.step_number, self.hashes)
+                chosen = sample_from(logits, self.temperature, self.top_k, self.top_p, noise)
+            self.token.copy_(chosen.view(1, 1))
+            self.step_number.add_(1)
         self.index.add_(1)
         self.rope.add_(1)
-        self.step_number.add_(1)
 
     def _capture(self) -> None:
         """Warm up on a side stream (allocator, kernel selection, any compilation), then capture one step per
@@ -95,8 +94,7 @@ class DecodeLoop:
 
     def logits_after(self, token: int, index: int, rope_position: int) -> torch.Tensor:
         """The logits [1, vocab] after ``token`` at cache slot ``index`` (one step, no choice: the caller
-        masks and chooses). Returns the loop's own buffer: read it before the next step."""
-        self.bias.zero_()
+        masks and chooses). Returns the loop's own buffer, which the next step overwrites."""
         self.token.fill_(token)
         self.index.fill_(index)
         self.rope.fill_(rope_position)
@@ -118,12 +116,9 @@ class DecodeLoop:
         if banned:
             self.bias[0, banned] = float("-inf")
         mode = "greedy" if sampling is None else "sample"
-        if sampling is not None:
-            vocab = self.bias.shape[-1]
-            self.temperature.fill_(sampling.temperature)
-            self.top_k.fill_(sampling.top_k if 0 < sampling.top_k < vocab else vocab)
-            self.top_p.fill_(sampling.top_p)
-            self.seed.fill_(sampling.seed)
+        if sampling is not None:  # into the tensors the graphs read, by the sampler's own rules
+            for name, value in sampling_tensors(sampling, self.bias.shape[-1], self.bias.device).items():
+                getattr(self, name).copy_(value)
         self.step_number.fill_(1)
         self.token.fill_(first_token)
         self.index.fill_(index)
