@@ -39,19 +39,25 @@ def greedy_ids(engine: Any, request: dict, tokens: int) -> tuple[Any, list[int]]
     return prepared, ids
 
 
+def with_generated(inputs: dict, tokens: list[int]) -> dict:
+    """A prepared prompt's model inputs with ``tokens`` appended as generated text, for a full forward pass."""
+    inputs = dict(inputs)
+    prompt = inputs["input_ids"]
+    added = torch.tensor([tokens], dtype=prompt.dtype, device=prompt.device).view(1, len(tokens))
+    inputs["input_ids"] = torch.cat([prompt, added], dim=1)
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    for key in ("mm_token_type_ids", "token_type_ids"):  # generated tokens are text
+        if key in inputs:
+            inputs[key] = torch.cat([inputs[key], inputs[key].new_zeros(1, len(tokens))], dim=1)
+    return inputs
+
+
 def first_divergence(reference_engine: Any, prepared: Any, reference: list[int], ours: list[int]) -> dict:
     """{"equal_tokens": n} where the lists agree throughout, else the first differing step explained."""
     step = next((i for i, (a, b) in enumerate(zip(reference, ours, strict=False)) if a != b), None)
     if step is None:
         return {"equal_tokens": min(len(reference), len(ours)), "diverged": False}
-    inputs = dict(prepared.inputs)
-    prompt = inputs["input_ids"]
-    shared = torch.tensor([reference[:step]], dtype=prompt.dtype, device=prompt.device)
-    inputs["input_ids"] = torch.cat([prompt, shared], dim=1)
-    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
-    for key in ("mm_token_type_ids", "token_type_ids"):  # the shared tokens are text
-        if key in inputs:
-            inputs[key] = torch.cat([inputs[key], inputs[key].new_zeros(1, step)], dim=1)
+    inputs = with_generated(prepared.inputs, reference[:step])
     with torch.inference_mode():
         logits = reference_engine.backend.model(**inputs).logits[0, -1].float()
     theirs, mine = float(logits[reference[step]]), float(logits[ours[step]])

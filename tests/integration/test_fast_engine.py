@@ -9,6 +9,7 @@ from PIL import Image
 import optascan
 from optascan import CancelToken, FinishReason, InvalidRequest
 from optascan.engine.backends.fast import decoder as decoder_module
+from optascan.testing.agreement import with_generated
 
 FAMILIES = ["llava", "qwen2_vl", "idefics3", "llama_text"]
 PHOTO = Image.new("RGB", (300, 200), (200, 60, 30))
@@ -49,18 +50,13 @@ def test_logits_match_transformers_for_prefill_and_every_decode_step(fast, famil
         reference = backend.model(**prepared.inputs).logits
         assert torch.allclose(ours, reference, atol=1e-4, rtol=1e-4), (ours - reference).abs().max()
         # decode 8 more tokens one at a time; transformers recomputes the whole sequence each time
-        sequence, n = ids, ids.shape[1]
+        generated, n = [], ids.shape[1]
         for step in range(8):
             token = ours[:, -1].argmax(-1)
-            sequence = torch.cat([sequence, token.view(1, 1)], dim=1)
+            generated.append(int(token))
             position = torch.tensor([int(positions.max()) + 1 + step])
             ours = decoder(decoder.embed(token.view(1, 1)), n + step, *decoder.rotary(position))
-            inputs = {**prepared.inputs, "input_ids": sequence,
-                      "attention_mask": torch.ones_like(sequence)}
-            if "mm_token_type_ids" in inputs:  # Qwen2-VL: the generated tokens are text
-                types = prepared.inputs["mm_token_type_ids"]
-                inputs["mm_token_type_ids"] = torch.cat([types, types.new_zeros(1, step + 1)], dim=1)
-            reference = backend.model(**inputs).logits[:, -1:]
+            reference = backend.model(**with_generated(prepared.inputs, generated)).logits[:, -1:]
             assert torch.allclose(ours, reference, atol=1e-4, rtol=1e-4), (step, (ours - reference).abs().max())
 
 
