@@ -9,7 +9,7 @@ A checkpoint with random weights and the language model of ``--size``: Qwen2-VL 
 and -7B's shapes (the Qwen2.5-VL language model is this architecture), LLaVA with LLaVA-1.5-7B's Llama decoder
 (the vision towers stay tiny; the image grids are the real ones); one 1024×768 image + a short prompt, greedy,
 ``--new-tokens`` tokens with EOS ignored. Paths: transformers' generate, transformers with a static cache +
-torch.compile, the fast engine, and the fast engine with its one-token step compiled (OPTASCAN_FAST_COMPILE=1).
+torch.compile, and the fast engine (``--variants``: as it loads, and with its step uncompiled or SDPA attention).
 Per path: TTFT (one-token generation), decode tok/s, the fraction of
 the bandwidth ceiling (HBM bandwidth ÷ language-model weight bytes; 3.35 TB/s on an H100 SXM), peak memory,
 warm-up time. Random weights make greedy tokens arbitrary, so the report also says whether the fast engine's
@@ -50,6 +50,10 @@ SIZES = {  # language-model shapes from the public model cards
                          num_key_value_heads=32),
 }
 H100_BANDWIDTH = 3.35e12
+# the fast engine as it loads by default (on CUDA: one-token step compiled, our Triton decode attention), and
+# with one of the two switched off, to show what each is worth
+VARIANTS = {"fast": {}, "fast_sdpa_attention": {"OPTASCAN_FAST_ATTENTION": "sdpa"},
+            "fast_uncompiled": {"OPTASCAN_FAST_COMPILE": "0"}}
 
 
 def sync(device: str) -> None:
@@ -118,7 +122,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-static", action="store_true", help="skip transformers' static cache + compile")
-    parser.add_argument("--skip-compiled", action="store_true", help="skip the fast engine with a compiled step")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"fast-engine variants to run, comma-separated, of {', '.join(VARIANTS)}")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
@@ -141,10 +146,10 @@ def main() -> None:
             except Exception as err:  # noqa: BLE001 - recorded, not fatal: the other paths still count
                 report_paths["hf_static_compile"] = {"error": f"{type(err).__name__}: {err}"[:500]}
         agreement = {}
-        for name, compiled in (("fast", False), ("fast_compiled", True)):
-            if compiled and args.skip_compiled:
-                continue
-            os.environ["OPTASCAN_FAST_COMPILE"] = "1" if compiled else "0"
+        for name in args.variants.split(","):
+            for key in ("OPTASCAN_FAST_COMPILE", "OPTASCAN_FAST_ATTENTION"):
+                os.environ.pop(key, None)
+            os.environ.update(VARIANTS[name])
             if args.device.startswith("cuda"):
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
@@ -163,7 +168,8 @@ def main() -> None:
         if ceiling and "decode_tok_s" in values:
             values["fraction_of_ceiling"] = values["decode_tok_s"] / ceiling
     reference, ours = report_paths["hf_generate"].pop("tokens"), report_paths["fast"].pop("tokens")
-    report_paths.get("fast_compiled", {}).pop("tokens", None)
+    for values in report_paths.values():
+        values.pop("tokens", None)
     now = datetime.datetime.now(datetime.UTC)
     report = {
         "benchmark": "fast_decode", "date": now.isoformat(timespec="seconds"), **git_commit(),

@@ -4,7 +4,9 @@ short of the bandwidth ceiling.
 
     PYTHONPATH=. python3 bench/profile_fast_step.py --size qwen2.5-vl-3b --out $OUT/profile-3b.json
 
-For the plain and the compiled one-token step (OPTASCAN_FAST_COMPILE): the step's time as a graph replay, and
+For the one-token step as the engine loads it and with one part switched off (bench/fast_decode.py's VARIANTS:
+SDPA attention instead of our kernel, the step uncompiled), at ``--slot`` (default 1,100: the benchmark's
+prompt of ~1,023 tokens, so the 2,048-slot cache bucket): the step's time as a graph replay, and
 under torch.profiler (eager, so every kernel is visible) the number of kernels per step and the GPU time by kernel
 kind (matmul, attention, everything else) with the top kernels by name. Bandwidth arithmetic: the weight bytes a
 step must read ÷ 3.35 TB/s is the floor; what is above it is what the kernels cost beyond reading weights.
@@ -27,23 +29,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optascan  # noqa: E402
-from bench.fast_decode import H100_BANDWIDTH, SIZES  # noqa: E402
+from bench.fast_decode import H100_BANDWIDTH, SIZES, VARIANTS  # noqa: E402
 from bench.inputs import llava_checkpoint, qwen2_vl_checkpoint  # noqa: E402
 from bench.provenance import git_commit  # noqa: E402
 
 
 def kind_of(name: str) -> str:
     lowered = name.lower()
-    if any(k in lowered for k in ("gemm", "gemv", "cutlass", "sm90_xmma", "matmul", "splitk")):
+    if any(k in lowered for k in ("gemm", "gemv", "cutlass", "sm90_xmma", "matmul", "splitk", "nvjet")):
         return "matmul"
-    if any(k in lowered for k in ("flash", "fmha", "attention", "softmax")):
+    if any(k in lowered for k in ("flash", "fmha", "attention", "softmax", "_partial_kernel", "_merge_kernel")):
         return "attention"
     return "other"
 
 
-def profile(fast, steps: int, cuda: bool) -> dict:
+def profile(fast, steps: int, cuda: bool, slot: int) -> dict:
     loop = fast.backend.decode_loop
-    slot = 300
     length = loop.bucket(slot)
 
     def one_step() -> None:
@@ -93,6 +94,7 @@ def main() -> None:
     parser.add_argument("--size", default="qwen2.5-vl-3b", choices=[*SIZES, "small"])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--slot", type=int, default=1100, help="the new token's cache slot")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     report: dict = {"benchmark": "profile_fast_step", "size": args.size, **git_commit(),
@@ -103,13 +105,15 @@ def main() -> None:
         build = llava_checkpoint if args.size.startswith("llava") else qwen2_vl_checkpoint
         cuda = args.device == "cuda"
         path = build(Path(tmp) / "ckpt", SIZES.get(args.size, args.size), "bfloat16" if cuda else None)
-        for name, compiled in (("plain", "0"), ("compiled", "1")):
-            os.environ["OPTASCAN_FAST_COMPILE"] = compiled
+        for name, settings in VARIANTS.items():
+            for key in ("OPTASCAN_FAST_COMPILE", "OPTASCAN_FAST_ATTENTION"):
+                os.environ.pop(key, None)
+            os.environ.update(settings)
             with optascan.load(path, device=args.device, engine="fast") as fast:
                 lm = fast.backend.language_model
                 weight_bytes = sum(p.numel() * p.element_size() for p in lm.parameters())
                 report["floor_ms"] = weight_bytes / H100_BANDWIDTH * 1000
-                report[name] = profile(fast, args.steps, cuda)
+                report[name] = profile(fast, args.steps, cuda, args.slot)
                 report[name]["warmup_s"] = fast.backend.warmup_s
     text = json.dumps(report, indent=2)
     if args.out:

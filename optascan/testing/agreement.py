@@ -53,16 +53,46 @@ def with_generated(inputs: dict, tokens: list[int]) -> dict:
 
 
 def first_divergence(reference_engine: Any, prepared: Any, reference: list[int], ours: list[int]) -> dict:
-    """{"equal_tokens": n} where the lists agree throughout, else the first differing step explained."""
+    """{"equal_tokens": n} where the lists agree throughout, else the first differing step explained.
+
+    The gap between the two tokens' logits is measured in the reference model's full forward pass; it is a tie
+    when within two bf16 spacings, or within twice the reference's own drift there — how far its incremental
+    (KV-cached) logits for those two tokens are from its full-forward ones: two computations of the same
+    logits by the same model already differ by that much, so a third may order the pair either way."""
     step = next((i for i, (a, b) in enumerate(zip(reference, ours, strict=False)) if a != b), None)
     if step is None:
         return {"equal_tokens": min(len(reference), len(ours)), "diverged": False}
+    model = reference_engine.backend.model
     inputs = with_generated(prepared.inputs, reference[:step])
     with torch.inference_mode():
-        logits = reference_engine.backend.model(**inputs).logits[0, -1].float()
-    theirs, mine = float(logits[reference[step]]), float(logits[ours[step]])
+        logits = model(**inputs).logits[0, -1].float()
+    pair = (reference[step], ours[step])
+    theirs, mine = float(logits[pair[0]]), float(logits[pair[1]])
     spacing = 2.0 ** (math.floor(math.log2(max(abs(theirs), 1e-6))) - 7)  # bf16 keeps 8 significant bits
-    return {"equal_tokens": step, "diverged": True, "reference_token": reference[step], "our_token": ours[step],
-            "reference_logit": theirs, "our_token_logit": mine, "gap": theirs - mine,
-            "bf16_spacing": spacing, "gap_in_bf16_spacings": (theirs - mine) / spacing,
-            "tie": abs(theirs - mine) <= 2 * spacing}
+    incremental = _incremental_logits(model, prepared.inputs, reference[:step + 1])
+    drift = None if incremental is None else max(abs(float(incremental[t]) - float(logits[t])) for t in pair)
+    gap = theirs - mine
+    return {"equal_tokens": step, "diverged": True, "reference_token": pair[0], "our_token": pair[1],
+            "reference_logit": theirs, "our_token_logit": mine, "gap": gap,
+            "bf16_spacing": spacing, "gap_in_bf16_spacings": gap / spacing, "reference_drift": drift,
+            "reference_incremental_gap": None if incremental is None
+            else float(incremental[pair[0]]) - float(incremental[pair[1]]),
+            "tie": gap <= max(2 * spacing, 2 * (drift or 0.0))}
+
+
+def _incremental_logits(model: Any, inputs: dict, forced: list[int]) -> torch.Tensor | None:
+    """The reference model's own logits at the last of ``forced`` tokens, decoding with its KV cache along
+    the forced tokens (transformers' generate, every choice forced); None where it cannot say."""
+    prompt = inputs["input_ids"].shape[1]
+
+    def allowed(batch: int, ids: torch.Tensor) -> list[int]:
+        return [forced[min(ids.shape[-1] - prompt, len(forced) - 1)]]
+
+    try:
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=len(forced), do_sample=False, output_logits=True,
+                                 return_dict_in_generate=True, prefix_allowed_tokens_fn=allowed,
+                                 pad_token_id=forced[0])
+    except Exception:  # noqa: BLE001 - an explanation we could not compute, not a failure of the check
+        return None
+    return out.logits[len(forced) - 1][0].float() if len(out.logits) >= len(forced) else None

@@ -203,6 +203,11 @@ def test_the_agreement_report_finds_no_divergence_here_and_explains_a_forced_one
     # the recomputed logits are the ones greedy chose from: the reference token is their maximum
     assert report["equal_tokens"] == 5 and report["our_token"] == reference[5] + 1
     assert report["gap"] > 0 and report["reference_logit"] >= report["our_token_logit"]
+    # the reference's own KV-cached logits at that step, decoded along the forced prefix: in fp32 they agree
+    # with its full forward, so the drift that could excuse a bf16 divergence is ~0 and this one is no tie
+    assert report["reference_drift"] is not None and report["reference_drift"] < 1e-3
+    assert abs(report["reference_incremental_gap"] - report["gap"]) < 1e-3
+    assert report["tie"] == (report["gap"] <= 2 * report["bf16_spacing"])
 
 
 def test_the_compiled_one_token_step_gives_the_same_logits_and_tokens(tiny_dir, tiny_engine):

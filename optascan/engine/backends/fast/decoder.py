@@ -12,12 +12,16 @@ Shapes are static once built (cache of ``max_tokens`` positions, batch 1), which
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import attention
+from .attention import decode_attention
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,10 @@ class CompactDecoder(nn.Module):
         self.lm_head: nn.Linear | None = None
         self.one_token_fns = (_before_attention, _after_attention)  # compile_one_token_step swaps in compiled ones
         self.compiled = False
+        # one-token steps attend with our Triton kernel where it runs (CUDA; OPTASCAN_FAST_ATTENTION=sdpa
+        # keeps PyTorch's SDPA, for comparison), else SDPA
+        probe = torch.empty(1, s.heads, 1, s.head_dim, device=device)
+        self.kernel_attention = attention.available(probe) and os.environ.get("OPTASCAN_FAST_ATTENTION") != "sdpa"
         self.inv_freq = torch.ones(s.head_dim // 2, device=device)
         self.rope_scale = 1.0
         cache = (s.layers, 1, s.kv_heads, max_tokens, s.head_dim)
@@ -94,7 +102,7 @@ class CompactDecoder(nn.Module):
             self.v_cache[i, :, :, start:end] = v
             return self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
 
-        x = self._layers(embeds, cos, sin, store, mask)
+        x = self._layers(embeds, cos, sin, store, lambda q, keys, values: _attend(q, keys, values, mask, self.shape))
         return self.lm_head(_rms(x if all_logits else x[:, -1:], self.norm_final, self.shape.eps))
 
     def step(self, token: torch.Tensor, index: torch.Tensor, rope_position: torch.Tensor,
@@ -106,20 +114,28 @@ class CompactDecoder(nn.Module):
         slots after ``index`` masked, so no shape depends on the step. Returns the logits [1, vocab].
         """
         length = length or self.max_tokens
-        slots = torch.arange(length, device=index.device)
-        mask = (slots <= index).view(1, 1, 1, -1)
+        if self.kernel_attention:  # our split-K kernel reads the valid length from ``index`` itself
+            def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+                return decode_attention(q, keys, values, index)
+        else:  # SDPA with an additive mask built once per step (a boolean one is converted in every layer)
+            slots = torch.arange(length, device=index.device)
+            mask = torch.zeros(length, dtype=self.k_cache.dtype, device=index.device)
+            mask = mask.masked_fill(slots > index, float("-inf")).view(1, 1, 1, -1)
+
+            def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+                return _attend(q, keys, values, mask, self.shape)
 
         def store(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             self.k_cache[i].index_copy_(2, index, k)
             self.v_cache[i].index_copy_(2, index, v)
             return self.k_cache[i, :, :, :length], self.v_cache[i, :, :, :length]
 
-        x = self._layers(self.embed(token), *self.rotary(rope_position), store, mask)
+        x = self._layers(self.embed(token), *self.rotary(rope_position), store, attend)
         return self.lm_head(_rms(x, self.norm_final, self.shape.eps))[:, -1]
 
-    def _layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, store, mask) -> torch.Tensor:
+    def _layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, store, attend) -> torch.Tensor:
         """The decoder layers over ``x`` [1, n, hidden]; ``store(i, k, v)`` writes layer i's new keys and values
-        into the cache and returns the keys and values to attend over."""
+        into the cache and returns the keys and values to attend over; ``attend(q, keys, values)`` attends."""
         s = self.shape
         cos, sin = cos[None, None], sin[None, None]  # [1, 1, n, head_dim]
         before, after = self.one_token_fns if x.shape[1] == 1 else (_before_attention, _after_attention)
@@ -127,7 +143,7 @@ class CompactDecoder(nn.Module):
             q, k, v = before(x, self.norm_in[i], self.qkv_weight[i], self.qkv_bias[i], cos, sin, s.heads,
                              s.kv_heads, s.head_dim, s.eps)
             keys, values = store(i, k, v)
-            x = after(x, _attend(q, keys, values, mask, s), self.o[i].weight, self.o[i].bias, self.norm_post[i],
+            x = after(x, attend(q, keys, values), self.o[i].weight, self.o[i].bias, self.norm_post[i],
                       self.gate_up_weight[i], self.down[i].weight, self.down[i].bias, s.eps)
         return x
 

@@ -1,0 +1,117 @@
+"""One new token's attention over the KV cache, as a Triton split-K kernel ("flash decoding").
+
+Why our own: for one query the fused SDPA kernels tile 64–128 query rows, so the grid is one tile per key/value
+head — 2 thread blocks for Qwen2.5-VL-3B — and a step over a 2,048-slot cache spends ~40 µs per layer in
+attention (the step profile, bench/results/profile_fast_step-*.json). Here each program reads one split of the
+cache for one key/value head with all the query heads that share it (grouped-query attention without copying
+the cache), keeps a running softmax, and writes a partial result; a second small kernel merges the splits by
+their log-sum-exp. The valid length comes from the device tensor ``index`` (the new token's slot), so the
+kernel needs no mask and no host value: programs past it return at once, and a CUDA graph captured for a
+cache bucket stays right for every position in it.
+
+Importable without Triton (``available()`` says whether the kernel can run); tests run the same kernel on the
+CPU through Triton's interpreter (``TRITON_INTERPRET=1``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: the decoder keeps SDPA
+    triton = None
+
+SPLIT = 128  # cache slots per program
+BLOCK = 64  # slots per inner iteration
+
+
+def available(query: torch.Tensor) -> bool:
+    """Whether the kernel runs for ``query`` [1, heads, 1, head_dim]: Triton, a CUDA tensor (or the
+    interpreter), and a head size tensor cores take."""
+    if triton is None or query.shape[2] != 1:
+        return False
+    d = query.shape[-1]
+    on_device = query.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+    return on_device and d >= 16 and d & (d - 1) == 0
+
+
+def decode_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, index: torch.Tensor,
+                     scale: float | None = None) -> torch.Tensor:
+    """Attention of ``query`` [1, heads, 1, d] over cache slots 0..index of ``keys``/``values`` [1, kv, T, d]
+    (T a multiple of nothing in particular; slots after ``index`` are ignored) → [1, heads, 1, d]."""
+    _, heads, _, d = query.shape
+    kv_heads, length = keys.shape[1], keys.shape[2]
+    group = heads // kv_heads
+    splits = triton.cdiv(length, SPLIT)
+    scale = scale if scale is not None else 1.0 / math.sqrt(d)
+    partial = torch.empty(kv_heads, splits, group, d, dtype=torch.float32, device=query.device)
+    lse = torch.empty(kv_heads, splits, group, dtype=torch.float32, device=query.device)
+    _partial_kernel[(kv_heads, splits)](
+        query, keys, values, index, partial, lse, scale, length, query.stride(1),
+        keys.stride(1), keys.stride(2), values.stride(1), values.stride(2), splits,
+        GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), D=d, SPLIT=SPLIT, BLOCK=BLOCK)
+    out = torch.empty(1, heads, 1, d, dtype=query.dtype, device=query.device)
+    _merge_kernel[(heads,)](partial, lse, out, splits, GROUP=group, D=d,
+                            SPLITS_PAD=triton.next_power_of_2(splits))
+    return out
+
+
+if triton is not None:
+
+    @triton.jit
+    def _partial_kernel(Q, K, V, Index, Partial, Lse, scale, length, q_head_stride, k_head_stride, k_slot_stride,
+                        v_head_stride, v_slot_stride, splits, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
+                        D: tl.constexpr, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+        head = tl.program_id(0)
+        split = tl.program_id(1)
+        last = tl.load(Index)  # the new token's slot: attend over 0..last
+        start = split * SPLIT
+        end = tl.minimum(tl.minimum(start + SPLIT, last + 1), length)
+        rows = tl.arange(0, GROUP_PAD)
+        dims = tl.arange(0, D)
+        q = tl.load(Q + (head * GROUP + rows)[:, None] * q_head_stride + dims[None, :], mask=rows[:, None] < GROUP,
+                    other=0.0)
+        best = tl.full([GROUP_PAD], float("-inf"), tl.float32)
+        total = tl.zeros([GROUP_PAD], tl.float32)
+        acc = tl.zeros([GROUP_PAD, D], tl.float32)
+        for offset in range(start, end, BLOCK):
+            slots = offset + tl.arange(0, BLOCK)
+            valid = slots < end
+            k = tl.load(K + head * k_head_stride + slots[:, None] * k_slot_stride + dims[None, :],
+                        mask=valid[:, None], other=0.0)
+            scores = tl.dot(q, tl.trans(k)) * scale  # [GROUP_PAD, BLOCK], fp32
+            scores = tl.where(valid[None, :], scores, float("-inf"))
+            new_best = tl.maximum(best, tl.max(scores, 1))
+            weights = tl.exp(scores - new_best[:, None])
+            rescale = tl.exp(best - new_best)
+            v = tl.load(V + head * v_head_stride + slots[:, None] * v_slot_stride + dims[None, :],
+                        mask=valid[:, None], other=0.0)
+            acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v)
+            total = total * rescale + tl.sum(weights, 1)
+            best = new_best
+        where = (head * splits + split) * GROUP + rows
+        live = rows < GROUP
+        empty = total == 0.0  # a split wholly past the new token
+        tl.store(Lse + where, tl.where(empty, float("-inf"), best + tl.log(total)), mask=live)
+        result = tl.where(empty[:, None], 0.0, acc / tl.where(empty, 1.0, total)[:, None])
+        tl.store(Partial + where[:, None] * D + dims[None, :], result, mask=live[:, None])
+
+    @triton.jit
+    def _merge_kernel(Partial, Lse, Out, splits, GROUP: tl.constexpr, D: tl.constexpr,
+                      SPLITS_PAD: tl.constexpr):
+        q_head = tl.program_id(0)
+        kv_head = q_head // GROUP
+        row = q_head % GROUP
+        parts = tl.arange(0, SPLITS_PAD)
+        dims = tl.arange(0, D)
+        where = (kv_head * splits + parts) * GROUP + row
+        lse = tl.load(Lse + where, mask=parts < splits, other=float("-inf"))
+        weights = tl.exp(lse - tl.max(lse, 0))  # split 0 always holds slot 0, so the max is finite
+        weights = weights / tl.sum(weights, 0)
+        partial = tl.load(Partial + where[:, None] * D + dims[None, :], mask=(parts < splits)[:, None], other=0.0)
+        tl.store(Out + q_head * D + dims, tl.sum(partial * weights[:, None], 0).to(Out.dtype.element_ty))

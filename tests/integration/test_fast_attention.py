@@ -1,0 +1,84 @@
+"""The fast engine's Triton decode-attention kernel, run here through Triton's interpreter (TRITON_INTERPRET=1,
+in a child process: the variable must be set before Triton is imported). bf16 is checked on the GPU
+(tests/gpu/check_fast.py): the interpreter's bf16 dot product is wrong even for Triton's own example."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("triton")
+
+KERNEL_CASES = textwrap.dedent("""
+    import json, torch
+    import torch.nn.functional as F
+    from optascan.engine.backends.fast.attention import SPLIT, available, decode_attention
+    torch.manual_seed(0)
+    results = []
+    # (heads, kv_heads, head_dim, cache slots, new token's slot, dtype): grouped and multi-head attention,
+    # the first slot, the last slot, split edges, a cache length that is no multiple of a split
+    cases = [(16, 2, 128, 512, 300, torch.float32), (4, 4, 32, 256, 0, torch.float32),
+             (8, 2, 64, 384, 383, torch.float16), (6, 2, 16, 200, SPLIT - 1, torch.float32),
+             (6, 2, 16, 200, SPLIT, torch.float32), (28, 4, 128, 3 * SPLIT + 5, 3 * SPLIT + 1, torch.float16)]
+    for heads, kv, d, slots, last, dtype in cases:
+        q = torch.randn(1, heads, 1, d, dtype=dtype)
+        k, v = (torch.randn(1, kv, slots, d, dtype=dtype) for _ in range(2))
+        k[:, :, last + 1:] = 1e4  # garbage after the new token must not count
+        out = decode_attention(q, k, v, torch.tensor([last]))
+        ref = F.scaled_dot_product_attention(q.float(), k[:, :, :last + 1].float(), v[:, :, :last + 1].float(),
+                                             enable_gqa=True)
+        results.append({"case": [heads, kv, d, slots, last, str(dtype)], "available": available(q),
+                        "shape_ok": out.shape == q.shape and out.dtype == q.dtype,
+                        "error": (out.float() - ref).abs().max().item()})
+    print(json.dumps(results))
+""")
+
+ENGINE_CASE = textwrap.dedent("""
+    import json, sys, torch
+    import optascan
+    from optascan.testing.agreement import greedy_ids
+    from PIL import Image
+    family, path = sys.argv[1], sys.argv[2]
+    request = dict(prompt="What is in the picture?", images=[Image.new("RGB", (64, 48), (200, 30, 30))])
+    with optascan.load(path, device="cpu", engine="hf") as hf:
+        _, reference = greedy_ids(hf, request, 24)
+    with optascan.load(path, device="cpu", engine="fast") as fast:
+        decoder = fast.backend.decoder
+        kernel_on = decoder.kernel_attention
+        _, ours = greedy_ids(fast, request, 24)
+        # one step's logits by the kernel and by SDPA, at the same cache contents
+        args = (torch.tensor([[7]]), torch.tensor([40]), torch.tensor([45]))
+        with torch.inference_mode():
+            kernel = decoder.step(*args, 256)
+            decoder.kernel_attention = False
+            sdpa = decoder.step(*args, 256)
+    print(json.dumps({"kernel_attention_on": kernel_on, "equal": reference == ours, "tokens": len(ours),
+                      "logits_error": (kernel - sdpa).abs().max().item()}))
+""")
+
+
+def _run(script: str, *args: str) -> object:
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.getcwd()}
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_kernel_equals_attention_over_the_valid_slots():
+    for result in _run(KERNEL_CASES):
+        assert result["available"] and result["shape_ok"], result
+        assert result["error"] < (2e-3 if "float16" in result["case"][-1] else 1e-5), result
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "llava"])
+def test_the_fast_engine_with_the_kernel_gives_transformers_tokens(tiny_dir, family):
+    result = _run(ENGINE_CASE, family, str(tiny_dir(family)))
+    assert result["kernel_attention_on"], result
+    assert result["equal"] and result["tokens"] == 24, result
+    assert result["logits_error"] < 1e-4, result
