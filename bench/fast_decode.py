@@ -10,10 +10,11 @@ and -7B's shapes (the Qwen2.5-VL language model is this architecture), LLaVA wit
 (the vision towers stay tiny; the image grids are the real ones); one 1024×768 image + a short prompt, greedy,
 ``--new-tokens`` tokens with EOS ignored. Paths: transformers' generate, transformers with a static cache +
 torch.compile, and the fast engine (``--variants``: as it loads, and with its step uncompiled or SDPA attention).
-Per path: TTFT (one-token generation), decode tok/s, the fraction of
-the bandwidth ceiling (HBM bandwidth ÷ language-model weight bytes; 3.35 TB/s on an H100 SXM), peak memory,
-warm-up time. Random weights make greedy tokens arbitrary, so the report also says whether the fast engine's
-tokens equal transformers' and, where they part, whether that step is a bf16 tie (``greedy_agreement``).
+Per path: TTFT (one-token generation), decode tok/s, the fraction of the bandwidth ceiling (HBM bandwidth ÷
+language-model weight bytes; 3.35 TB/s on an H100 SXM, 4.8 on an H200), peak memory, warm-up time. Random weights
+make greedy tokens arbitrary, so the report also says whether the fast engine's tokens equal transformers' and,
+where they part, whether that step is a bf16 tie (``greedy_agreement``; for the default variant also against the
+checkpoint reloaded in float32).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import optascan  # noqa: E402
 from bench.inputs import llava_checkpoint, menu_photo, qwen2_vl_checkpoint  # noqa: E402
 from bench.provenance import ROOT, git_commit  # noqa: E402
-from optascan.testing.agreement import first_divergence, greedy_ids  # noqa: E402
+from optascan.testing.agreement import against_float32, first_divergence, greedy_ids  # noqa: E402
 from optascan.testing.tiny import TEXT_SIZES  # noqa: E402
 
 SIZES = {  # language-model shapes from the public model cards
@@ -50,6 +51,15 @@ SIZES = {  # language-model shapes from the public model cards
                          num_key_value_heads=32),
 }
 H100_BANDWIDTH = 3.35e12
+BANDWIDTH = {"H100": H100_BANDWIDTH, "H200": 4.8e12}  # HBM bytes/s of the SXM parts, from NVIDIA's data sheets
+
+
+def bandwidth() -> float:
+    """The HBM bandwidth of this GPU (the ceiling's numerator): the device tool lends H100s and H200s."""
+    if not torch.cuda.is_available():
+        return H100_BANDWIDTH
+    name = torch.cuda.get_device_name(0)
+    return next((value for part, value in BANDWIDTH.items() if part in name), H100_BANDWIDTH)
 # the fast engine as it loads by default (on CUDA: one-token step compiled, our Triton decode attention), and
 # with one of the two switched off, to show what each is worth
 VARIANTS = {"fast": {}, "fast_sdpa_attention": {"OPTASCAN_FAST_ATTENTION": "sdpa"},
@@ -163,7 +173,11 @@ def main() -> None:
                 # the fast backend's transformers model holds the same weights: it recomputes reference logits
                 ours = greedy_ids(fast, request, args.new_tokens)[1]
                 agreement[name] = first_divergence(fast, prepared, reference_ids, ours)
-    ceiling = H100_BANDWIDTH / lm_bytes if args.device.startswith("cuda") else None
+                if name == "fast" and agreement[name]["diverged"]:  # what float32 says about that step
+                    step = agreement[name]["equal_tokens"]
+                    agreement[name]["float32"] = against_float32(fast, str(path), prepared, reference_ids[:step],
+                                                                 (reference_ids[step], ours[step]))
+    ceiling = bandwidth() / lm_bytes if args.device.startswith("cuda") else None
     for values in report_paths.values():
         if ceiling and "decode_tok_s" in values:
             values["fraction_of_ceiling"] = values["decode_tok_s"] / ceiling
@@ -179,11 +193,12 @@ def main() -> None:
                      "transformers": transformers.__version__, "optascan": optascan.__version__},
         "size": args.size, "family": "llava" if build is llava_checkpoint else "qwen2_vl", "dtype": dtype,
         "new_tokens": args.new_tokens, "runs": args.runs,
-        "language_model_bytes": lm_bytes, "ceiling_tok_s": ceiling, "paths": report_paths,
+        "language_model_bytes": lm_bytes, "bandwidth_bytes_s": bandwidth() if ceiling else None,
+        "ceiling_tok_s": ceiling, "paths": report_paths,
         "text_equal": reference == ours, "greedy_agreement": agreement,
         "ttft_ratio_fast_over_hf": report_paths["fast"]["ttft_ms"] / report_paths["hf_generate"]["ttft_ms"],
     }
-    device_tag = "h100" if "H100" in report["device"] else args.device.split(":")[0]
+    device_tag = next((part.lower() for part in BANDWIDTH if part in report["device"]), args.device.split(":")[0])
     out = Path(args.out or ROOT / f"bench/results/fast_decode-{device_tag}-{args.size}-{now:%Y-%m-%d}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

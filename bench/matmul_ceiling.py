@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.fast_decode import H100_BANDWIDTH, SIZES  # noqa: E402
+from bench.fast_decode import SIZES, bandwidth  # noqa: E402
 from bench.provenance import git_commit  # noqa: E402
 
 VOCAB = {"qwen2.5-vl-3b": 151936, "qwen2.5-vl-7b": 152064, "llava-1.5-7b": 32064}
@@ -77,7 +77,7 @@ def main() -> None:
         w, x = weights[name][0], rows[name]
         seconds = graph_time(lambda w=w, x=x: [linear(x, w) for _ in range(10)]) / 10
         per_shape[name] = {"shape": list(shape), "us": seconds * 1e6,
-                           "fraction_of_bandwidth": w.numel() * 2 / seconds / H100_BANDWIDTH}
+                           "fraction_of_bandwidth": w.numel() * 2 / seconds / bandwidth()}
 
     def whole_step() -> None:
         for i in range(layers):
@@ -91,8 +91,8 @@ def main() -> None:
               "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "device": torch.cuda.get_device_name(0), "versions": {"torch": torch.__version__},
               "per_shape": per_shape, "matmuls_only_step_ms": step * 1000, "weight_bytes": total_bytes,
-              "matmuls_only_tok_s": 1 / step, "ceiling_tok_s": H100_BANDWIDTH / total_bytes,
-              "matmuls_only_fraction_of_ceiling": total_bytes / step / H100_BANDWIDTH}
+              "matmuls_only_tok_s": 1 / step, "ceiling_tok_s": bandwidth() / total_bytes,
+              "matmuls_only_fraction_of_ceiling": total_bytes / step / bandwidth()}
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

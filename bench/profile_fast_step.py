@@ -9,7 +9,7 @@ SDPA attention instead of our kernel, the step uncompiled), at ``--slot`` (defau
 prompt of ~1,023 tokens, so the 2,048-slot cache bucket): the step's time as a graph replay, and
 under torch.profiler (eager, so every kernel is visible) the number of kernels per step and the GPU time by kernel
 kind (matmul, attention, everything else) with the top kernels by name. Bandwidth arithmetic: the weight bytes a
-step must read ÷ 3.35 TB/s is the floor; what is above it is what the kernels cost beyond reading weights.
+step must read ÷ the GPU's bandwidth is the floor; what is above it is what the kernels cost beyond reading weights.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optascan  # noqa: E402
-from bench.fast_decode import H100_BANDWIDTH, SIZES, VARIANTS  # noqa: E402
+from bench.fast_decode import SIZES, VARIANTS, bandwidth  # noqa: E402
 from bench.inputs import llava_checkpoint, qwen2_vl_checkpoint  # noqa: E402
 from bench.provenance import git_commit  # noqa: E402
 
@@ -112,7 +112,7 @@ def main() -> None:
             with optascan.load(path, device=args.device, engine="fast") as fast:
                 lm = fast.backend.language_model
                 weight_bytes = sum(p.numel() * p.element_size() for p in lm.parameters())
-                report["floor_ms"] = weight_bytes / H100_BANDWIDTH * 1000
+                report["floor_ms"] = weight_bytes / bandwidth() * 1000
                 report[name] = profile(fast, args.steps, cuda, args.slot)
                 report[name]["warmup_s"] = fast.backend.warmup_s
     text = json.dumps(report, indent=2)

@@ -96,3 +96,41 @@ def _incremental_logits(model: Any, inputs: dict, forced: list[int]) -> torch.Te
     except Exception:  # noqa: BLE001 - an explanation we could not compute, not a failure of the check
         return None
     return out.logits[len(forced) - 1][0].float() if len(out.logits) >= len(forced) else None
+
+
+def against_float32(fast_engine: Any, path: str, prepared: Any, prefix: list[int], pair: tuple[int, int]) -> dict:
+    """At a divergence after ``prefix``: what float32 says. The checkpoint loaded again in float32
+    (transformers) gives near-exact logits; reported are the float32 gap between the pair (reference token,
+    ours), and how far from float32 transformers' bf16 logits (full forward) and ours (the decode loop along
+    the prefix) are over float32's top 10 tokens. Where the float32 gap is smaller than transformers' own
+    bf16 error, the pair is a bf16 tie: which of the two the reference picks is decided by rounding."""
+    backend = fast_engine.backend
+    inputs = with_generated(prepared.inputs, prefix)
+    with torch.inference_mode():
+        bf16 = backend.model(**inputs).logits[0, -1].float()
+        ours = fast_logits_along(backend, prepared, prefix)
+        model = type(backend.model).from_pretrained(path, dtype=torch.float32).to(bf16.device).eval()
+        try:
+            exact = model(**{k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v
+                             for k, v in inputs.items()}).logits[0, -1].float()
+        finally:
+            del model
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    top = exact.topk(min(10, exact.shape[-1])).indices
+    gap = float(exact[pair[0]] - exact[pair[1]])
+    theirs_error = float((bf16 - exact)[top].abs().max())
+    return {"float32_gap": gap, "float32_prefers": "reference" if gap >= 0 else "ours",
+            "transformers_bf16_error": theirs_error, "ours_bf16_error": float((ours - exact)[top].abs().max()),
+            "bf16_tie": abs(gap) <= theirs_error}
+
+
+def fast_logits_along(backend: Any, prepared: Any, tokens: list[int]) -> torch.Tensor:
+    """The fast backend's logits [vocab] after its prefill of the prompt and decode steps over ``tokens``."""
+    embeds, positions = backend._prefill_inputs(prepared.inputs)
+    decoder, loop = backend.decoder, backend.decode_loop
+    n, next_position = embeds.shape[1], int(positions.max()) + 1
+    logits = decoder(embeds, 0, *decoder.rotary(positions))[:, -1].float()
+    for i, token in enumerate(tokens):
+        logits = loop.logits_after(token, n + i, next_position + i)
+    return logits[0].float().clone()

@@ -110,6 +110,12 @@ def check_decode_attention_kernel_in_bf16(record, device):
             ref = F.scaled_dot_product_attention(q.float(), k[:, :, :last + 1].float(), v[:, :, :last + 1].float(),
                                                  enable_gqa=True)
             worst = max(worst, (out - ref).abs().max().item())
+            new_k, new_v = (torch.randn(1, kv, 1, 128, device=device, dtype=torch.bfloat16) for _ in range(2))
+            out = decode_attention(q, k, v, torch.tensor([last], device=device), new_keys=new_k, new_values=new_v)
+            assert torch.equal(k[:, :, last:last + 1], new_k) and torch.equal(v[:, :, last:last + 1], new_v)
+            ref = F.scaled_dot_product_attention(q.float(), k[:, :, :last + 1].float(), v[:, :, :last + 1].float(),
+                                                 enable_gqa=True)
+            worst = max(worst, (out.float() - ref).abs().max().item())
     record["max_abs_error"] = worst
     assert worst < 2e-2  # bf16 output: ~3 significant digits of values of order 1
 

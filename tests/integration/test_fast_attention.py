@@ -32,9 +32,19 @@ KERNEL_CASES = textwrap.dedent("""
         out = decode_attention(q, k, v, torch.tensor([last]))
         ref = F.scaled_dot_product_attention(q.float(), k[:, :, :last + 1].float(), v[:, :, :last + 1].float(),
                                              enable_gqa=True)
+        # the fused cache write: the new key and value land in slot ``last`` and are attended to
+        new_k, new_v = (torch.randn(1, kv, 1, d, dtype=dtype) for _ in range(2))
+        written = decode_attention(q, k, v, torch.tensor([last]), new_keys=new_k, new_values=new_v)
+        k_ref, v_ref = k[:, :, :last + 1].float().clone(), v[:, :, :last + 1].float().clone()
+        k_ref[:, :, last:last + 1], v_ref[:, :, last:last + 1] = new_k.float(), new_v.float()
+        ref_written = F.scaled_dot_product_attention(q.float(), k_ref, v_ref, enable_gqa=True)
         results.append({"case": [heads, kv, d, slots, last, str(dtype)], "available": available(q),
                         "shape_ok": out.shape == q.shape and out.dtype == q.dtype,
-                        "error": (out.float() - ref).abs().max().item()})
+                        "error": (out.float() - ref).abs().max().item(),
+                        "written_error": (written.float() - ref_written).abs().max().item(),
+                        "slot_written": bool(torch.equal(k[:, :, last:last + 1], new_k)
+                                             and torch.equal(v[:, :, last:last + 1], new_v)),
+                        "rest_untouched": bool((k[:, :, last + 1:] == 1e4).all())})
     print(json.dumps(results))
 """)
 
@@ -73,7 +83,9 @@ def _run(script: str, *args: str) -> object:
 def test_the_kernel_equals_attention_over_the_valid_slots():
     for result in _run(KERNEL_CASES):
         assert result["available"] and result["shape_ok"], result
-        assert result["error"] < (2e-3 if "float16" in result["case"][-1] else 1e-5), result
+        tolerance = 2e-3 if "float16" in result["case"][-1] else 1e-5
+        assert result["error"] < tolerance and result["written_error"] < tolerance, result
+        assert result["slot_written"] and result["rest_untouched"], result
 
 
 @pytest.mark.parametrize("family", ["qwen2_vl", "llava"])

@@ -210,6 +210,21 @@ def test_the_agreement_report_finds_no_divergence_here_and_explains_a_forced_one
     assert report["tie"] == (report["gap"] <= 2 * report["bf16_spacing"])
 
 
+def test_float32_check_of_a_divergence_measures_both_engines_errors(fast, tiny_dir, tiny_engine):
+    # here both engines run float32: their logits along the prefix equal the float32 reload's, and the forced
+    # token is genuinely worse, so it is no tie
+    from optascan.testing.agreement import against_float32, fast_logits_along, greedy_ids
+
+    request = request_for("qwen2_vl")
+    prepared, reference = greedy_ids(tiny_engine("qwen2_vl"), request, 8)
+    ours = fast_logits_along(fast("qwen2_vl").backend, prepared, reference[:5])
+    assert int(ours.argmax()) == reference[5]
+    report = against_float32(fast("qwen2_vl"), str(tiny_dir("qwen2_vl")), prepared, reference[:5],
+                             (reference[5], reference[5] + 1))
+    assert report["transformers_bf16_error"] < 1e-4 and report["ours_bf16_error"] < 1e-4, report
+    assert report["float32_gap"] > 0 and report["float32_prefers"] == "reference" and not report["bf16_tie"]
+
+
 def test_the_compiled_one_token_step_gives_the_same_logits_and_tokens(tiny_dir, tiny_engine):
     # torch.compile (inductor) on CPU here; on CUDA the same compiled parts are captured in the step's graphs
     from optascan.engine.backends.fast.backend import FastBackend

@@ -41,19 +41,28 @@ def available(query: torch.Tensor) -> bool:
 
 
 def decode_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, index: torch.Tensor,
-                     scale: float | None = None) -> torch.Tensor:
+                     scale: float | None = None, new_keys: torch.Tensor | None = None,
+                     new_values: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of ``query`` [1, heads, 1, d] over cache slots 0..index of ``keys``/``values`` [1, kv, T, d]
-    (T a multiple of nothing in particular; slots after ``index`` are ignored) → [1, heads, 1, d]."""
+    (slots after ``index`` are ignored) → [1, heads, 1, d]. With ``new_keys``/``new_values`` [1, kv, 1, d] the
+    kernel first writes them into slot ``index`` of the cache (the decode step's cache write, fused)."""
     _, heads, _, d = query.shape
     kv_heads, length = keys.shape[1], keys.shape[2]
     group = heads // kv_heads
     splits = triton.cdiv(length, SPLIT)
     scale = scale if scale is not None else 1.0 / math.sqrt(d)
+    write = new_keys is not None
+    tensors = [query, keys, values] + ([new_keys, new_values] if write else [])
+    query, keys, values, *new = [t if t.stride(-1) == 1 else t.contiguous() for t in tensors]
+    if write and not (keys.stride(-1) == 1 and values.stride(-1) == 1 and tensors[1].data_ptr() == keys.data_ptr()):
+        raise ValueError("the cache must have contiguous head dimensions to be written in place")
+    new_keys, new_values = new if write else (keys, values)  # unused when not writing
     partial = torch.empty(kv_heads, splits, group, d, dtype=torch.float32, device=query.device)
     lse = torch.empty(kv_heads, splits, group, dtype=torch.float32, device=query.device)
     _partial_kernel[(kv_heads, splits)](
-        query, keys, values, index, partial, lse, scale, length, query.stride(1),
-        keys.stride(1), keys.stride(2), values.stride(1), values.stride(2), splits,
+        query, keys, values, new_keys, new_values, index, partial, lse, scale, length, query.stride(1),
+        keys.stride(1), keys.stride(2), values.stride(1), values.stride(2), new_keys.stride(1),
+        new_values.stride(1), splits, WRITE=write,
         GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), D=d, SPLIT=SPLIT, BLOCK=BLOCK)
     out = torch.empty(1, heads, 1, d, dtype=query.dtype, device=query.device)
     _merge_kernel[(heads,)](partial, lse, out, splits, GROUP=group, D=d,
@@ -64,9 +73,10 @@ def decode_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tens
 if triton is not None:
 
     @triton.jit
-    def _partial_kernel(Q, K, V, Index, Partial, Lse, scale, length, q_head_stride, k_head_stride, k_slot_stride,
-                        v_head_stride, v_slot_stride, splits, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
-                        D: tl.constexpr, SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+    def _partial_kernel(Q, K, V, NewK, NewV, Index, Partial, Lse, scale, length, q_head_stride, k_head_stride,
+                        k_slot_stride, v_head_stride, v_slot_stride, new_k_head_stride, new_v_head_stride, splits,
+                        WRITE: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, D: tl.constexpr,
+                        SPLIT: tl.constexpr, BLOCK: tl.constexpr):
         head = tl.program_id(0)
         split = tl.program_id(1)
         last = tl.load(Index)  # the new token's slot: attend over 0..last
@@ -74,6 +84,15 @@ if triton is not None:
         end = tl.minimum(tl.minimum(start + SPLIT, last + 1), length)
         rows = tl.arange(0, GROUP_PAD)
         dims = tl.arange(0, D)
+        if WRITE:
+            # only the program whose split holds the new slot writes it and only it reads it, after a barrier
+            # (a block's global writes are visible to its own threads past __syncthreads)
+            mine = (dims < D) & (split == last // SPLIT)
+            tl.store(K + head * k_head_stride + last * k_slot_stride + dims,
+                     tl.load(NewK + head * new_k_head_stride + dims), mask=mine)
+            tl.store(V + head * v_head_stride + last * v_slot_stride + dims,
+                     tl.load(NewV + head * new_v_head_stride + dims), mask=mine)
+            tl.debug_barrier()
         q = tl.load(Q + (head * GROUP + rows)[:, None] * q_head_stride + dims[None, :], mask=rows[:, None] < GROUP,
                     other=0.0)
         best = tl.full([GROUP_PAD], float("-inf"), tl.float32)

@@ -97,12 +97,12 @@ class CompactDecoder(nn.Module):
         elif n > 1:
             mask = torch.ones(n, end, dtype=torch.bool, device=embeds.device).tril(diagonal=start)
 
-        def store(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             self.k_cache[i, :, :, start:end] = k
             self.v_cache[i, :, :, start:end] = v
-            return self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
+            return _attend(q, self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end], mask, self.shape)
 
-        x = self._layers(embeds, cos, sin, store, lambda q, keys, values: _attend(q, keys, values, mask, self.shape))
+        x = self._layers(embeds, cos, sin, attend)
         return self.lm_head(_rms(x if all_logits else x[:, -1:], self.norm_final, self.shape.eps))
 
     def step(self, token: torch.Tensor, index: torch.Tensor, rope_position: torch.Tensor,
@@ -114,36 +114,35 @@ class CompactDecoder(nn.Module):
         slots after ``index`` masked, so no shape depends on the step. Returns the logits [1, vocab].
         """
         length = length or self.max_tokens
-        if self.kernel_attention:  # our split-K kernel reads the valid length from ``index`` itself
-            def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-                return decode_attention(q, keys, values, index)
+        if self.kernel_attention:
+            # our split-K kernel writes the new key and value into the cache slot ``index`` itself and reads
+            # the valid length from it: no mask, no separate cache-write kernels
+            def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+                return decode_attention(q, self.k_cache[i, :, :, :length], self.v_cache[i, :, :, :length], index,
+                                        new_keys=k, new_values=v)
         else:  # SDPA with an additive mask built once per step (a boolean one is converted in every layer)
             slots = torch.arange(length, device=index.device)
             mask = torch.zeros(length, dtype=self.k_cache.dtype, device=index.device)
             mask = mask.masked_fill(slots > index, float("-inf")).view(1, 1, 1, -1)
 
-            def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-                return _attend(q, keys, values, mask, self.shape)
+            def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+                self.k_cache[i].index_copy_(2, index, k)
+                self.v_cache[i].index_copy_(2, index, v)
+                return _attend(q, self.k_cache[i, :, :, :length], self.v_cache[i, :, :, :length], mask, self.shape)
 
-        def store(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            self.k_cache[i].index_copy_(2, index, k)
-            self.v_cache[i].index_copy_(2, index, v)
-            return self.k_cache[i, :, :, :length], self.v_cache[i, :, :, :length]
-
-        x = self._layers(self.embed(token), *self.rotary(rope_position), store, attend)
+        x = self._layers(self.embed(token), *self.rotary(rope_position), attend)
         return self.lm_head(_rms(x, self.norm_final, self.shape.eps))[:, -1]
 
-    def _layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, store, attend) -> torch.Tensor:
-        """The decoder layers over ``x`` [1, n, hidden]; ``store(i, k, v)`` writes layer i's new keys and values
-        into the cache and returns the keys and values to attend over; ``attend(q, keys, values)`` attends."""
+    def _layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend) -> torch.Tensor:
+        """The decoder layers over ``x`` [1, n, hidden]; ``attend(i, q, k, v)`` puts layer i's new keys and
+        values into the cache and returns the queries' attention over it."""
         s = self.shape
         cos, sin = cos[None, None], sin[None, None]  # [1, 1, n, head_dim]
         before, after = self.one_token_fns if x.shape[1] == 1 else (_before_attention, _after_attention)
         for i in range(s.layers):
             q, k, v = before(x, self.norm_in[i], self.qkv_weight[i], self.qkv_bias[i], cos, sin, s.heads,
                              s.kv_heads, s.head_dim, s.eps)
-            keys, values = store(i, k, v)
-            x = after(x, attend(q, keys, values), self.o[i].weight, self.o[i].bias, self.norm_post[i],
+            x = after(x, attend(i, q, k, v), self.o[i].weight, self.o[i].bias, self.norm_post[i],
                       self.gate_up_weight[i], self.down[i].weight, self.down[i].bias, s.eps)
         return x
 
@@ -165,10 +164,10 @@ def _before_attention(x: torch.Tensor, norm: torch.Tensor, qkv_weight: torch.Ten
     n = x.shape[1]
     q_size, kv_size = heads * head_dim, kv_heads * head_dim
     qkv = F.linear(_rms(x, norm, eps), qkv_weight, qkv_bias)
-    q = qkv[..., :q_size].view(1, n, heads, head_dim).transpose(1, 2)
-    k = qkv[..., q_size:q_size + kv_size].view(1, n, kv_heads, head_dim).transpose(1, 2)
+    # queries and keys rotated together: one kernel where compiled
+    qk = _rope(qkv[..., :q_size + kv_size].view(1, n, heads + kv_heads, head_dim).transpose(1, 2), cos, sin)
     v = qkv[..., q_size + kv_size:].view(1, n, kv_heads, head_dim).transpose(1, 2)
-    return _rope(q, cos, sin), _rope(k, cos, sin), v
+    return qk[:, :heads], qk[:, heads:], v
 
 
 def _after_attention(x: torch.Tensor, attn: torch.Tensor, o_weight: torch.Tensor, o_bias: torch.Tensor | None,
