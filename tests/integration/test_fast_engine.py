@@ -243,3 +243,21 @@ def test_the_compiled_one_token_step_gives_the_same_logits_and_tokens(tiny_dir, 
         assert torch.allclose(compiled, plain, atol=1e-5, rtol=1e-5)
     finally:
         backend.close()
+
+
+@pytest.mark.parametrize("engine_name", ["hf", "fast"])
+def test_the_image_placeholder_is_never_generated(tiny_dir, engine_name):
+    # a model that prefers the image token above all (a hook on the head): both engines still never emit it;
+    # sent back in a later turn it would stand for an image that is not there
+    with optascan.load(tiny_dir("llava"), device="cpu", engine=engine_name) as engine:
+        backend = engine.backend
+        image_id = backend.image_token_id
+        hook = backend.model.lm_head.register_forward_hook(lambda m, i, out: out.index_add(
+            -1, torch.tensor([image_id]), torch.full((*out.shape[:-1], 1), 1e4, dtype=out.dtype)))
+        try:
+            from optascan.testing.agreement import greedy_ids
+
+            _, ids = greedy_ids(engine, request_for("llava"), 8)
+        finally:
+            hook.remove()
+    assert len(ids) == 8 and image_id not in ids

@@ -182,9 +182,14 @@ class HFBackend:
 
     # --- generation ----------------------------------------------------------------------------------
     def banned_ids(self, sampling: Sampling) -> list[int] | None:
-        """Token ids a request must never produce: EOS under ignore_eos, and under a JSON schema the tokens
-        holding raw control characters (the grammar lets them into strings; strict JSON does not)."""
-        banned = sorted(self.eos_token_ids) if sampling.ignore_eos else []
+        """Token ids a request must never produce: the image placeholder (the model would have to see an image
+        there when the reply is sent back in a later turn — only random-weight models ever pick it), EOS under
+        ignore_eos, and under a JSON schema the tokens holding raw control characters (the grammar lets them
+        into strings; strict JSON does not)."""
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        banned = [self.image_token_id] if self.image_token_id is not None and self.image_token_id < vocab else []
+        if sampling.ignore_eos:
+            banned += sorted(self.eos_token_ids)
         if sampling.json_schema:
             banned += self._control_character_tokens()
         return banned or None
