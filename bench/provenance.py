@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -18,4 +19,9 @@ def git_commit() -> dict:
         return out.stdout.strip() if out.returncode == 0 else None
 
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
+    report = {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
+    # the device tool copies the working tree but keeps the .git of its first call in a session, so a GPU run
+    # says which commit it ran in the command line: OPTASCAN_SOURCE_COMMIT=<sha> python3 bench/...
+    if os.environ.get("OPTASCAN_SOURCE_COMMIT"):
+        report["source_commit"] = os.environ["OPTASCAN_SOURCE_COMMIT"]
+    return report

@@ -24,7 +24,8 @@ def add_runtime_options(parser: Any, *, dtype: bool = True) -> None:
                         help="performance mode: image tier, default max tokens and CPU threads (default: balanced)")
     parser.add_argument("--engine", choices=("auto", "hf", "fast"), default="auto",
                         help="hf: transformers' generate; fast: optascan's own decoder for the language model "
-                             "(LLaVA, Idefics3, Qwen2-VL, Llama); auto: hf for now (default: auto)")
+                             "(LLaVA, Idefics3, Qwen2-VL, Qwen2.5-VL, Llama) on CUDA; auto: fast on CUDA for those "
+                             "families, else hf (default: auto)")
     if dtype:
         parser.add_argument("--dtype", default=None,
                             help="float32, bfloat16 or float16 (default: bf16 on GPU, fp32 on CPU)")

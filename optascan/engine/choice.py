@@ -1,8 +1,8 @@
 """Which engine runs a model: what ``engine="auto"`` picks, and why (pure logic: no torch).
 
 The fast engine (our compact decoder, CUDA graphs) supports the language models of these families. ``auto`` picks
-it on CUDA once its GPU checks pass (issue #9: greedy agreement with transformers, warm-up ≤ 15 s); until then it
-keeps transformers and says so, so the switch is this module's one constant, not a hunt through the code.
+it on CUDA, where its GPU checks passed (issue #9: greedy agreement with transformers, warm-up ≤ 15 s), and
+transformers everywhere else, saying why; the switch is this module's one constant, not a hunt through the code.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from pathlib import Path
 from ..errors import InvalidRequest
 
 ENGINES = ("auto", "hf", "fast")
-FAST_FAMILIES = frozenset({"llava", "idefics3", "qwen2_vl", "llama"})
-AUTO_PICKS_FAST_ON_CUDA = False  # True once tests/gpu/check_fast.py passes on the H100 (see the README)
+FAST_FAMILIES = frozenset({"llava", "idefics3", "qwen2_vl", "qwen2_5_vl", "llama"})
+# switched on when tests/gpu/check_fast.py passed on the GPU (tests/gpu/results/fast_checks-h200-2026-11-25.json)
+AUTO_PICKS_FAST_ON_CUDA = True
 
 
 def choose_engine(requested: str, device: str, model_type: str | None) -> tuple[str, str]:

@@ -222,9 +222,9 @@ def load(model: str | os.PathLike, *, device: str = "auto", dtype: str | None = 
     ``mode``: "saver", "balanced" or "performance" (default image tier; CPU threads). ``thermal_policy``:
     on a GPU at its slowdown temperature, "step_down" to saver-sized images, "refuse" (ThermalThrottled), "off".
     ``engine``: "hf" (transformers' generate), "fast" (our compact decoder for the language model: LLaVA,
-    Idefics3, Qwen2-VL, Llama), or "auto" — transformers for now: the fast engine becomes auto's choice on CUDA
-    once its GPU checks are in (issue #9; ``engine/choice.py``). ``engine.info.backend`` says which one runs and
-    ``engine.info.engine_choice`` why.
+    Idefics3, Qwen2-VL, Qwen2.5-VL, Llama), or "auto": the fast engine on CUDA for those families, transformers
+    otherwise (``engine/choice.py``). ``engine.info.backend`` says which one runs and ``engine.info.engine_choice``
+    why.
     """
     from ..models.estimate import estimate
     from ..models.resolve import resolve_model

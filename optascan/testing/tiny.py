@@ -20,10 +20,11 @@ that shape -- and ``dtype="bfloat16"`` halves the file. The "qwen2-vl-2b" preset
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import pathlib
 
-FAMILIES = ("llava", "qwen2_vl", "idefics3", "llama_text")
+FAMILIES = ("llava", "qwen2_vl", "qwen2_5_vl", "idefics3", "llama_text")
 
 # Language-model dims for `text_size` (head_dim defaults to hidden_size // num_attention_heads).
 TEXT_SIZES = {
@@ -77,6 +78,7 @@ _SPECIALS = {
         eot=_IM_END,
         image="<|vision_start|><|image_pad|><|vision_end|>",
     ),
+    "qwen2_5_vl": None,  # as qwen2_vl (set below)
     # Idefics3Processor expands "<image>" to <fake_token_around_image><global-img><image>*N<fake...>;
     # SmolVLM ends turns with <end_of_utterance>, which is also its eos.
     "idefics3": dict(
@@ -87,6 +89,7 @@ _SPECIALS = {
     ),
     "llama_text": dict(extra=[], named={}, eot=_IM_END, image=None),
 }
+_SPECIALS["qwen2_5_vl"] = _SPECIALS["qwen2_vl"]
 
 # ChatML-like template. `content` may be a string or a list of {"type": "text"|"image"} parts.
 _TEMPLATE = (
@@ -196,8 +199,13 @@ def _llava(tok, text, image_size: int = 32, patch: int = 8):
     return LlavaForConditionalGeneration, config, processor
 
 
-def _qwen2_vl(tok, text):
+def _qwen2_vl(tok, text, version: str = "2"):
+    """Qwen2-VL, or with ``version="2.5"`` Qwen2.5-VL: the same language model (Qwen2 with M-RoPE) behind a
+    vision tower with windowed attention, SwiGLU blocks and RMSNorm."""
     from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
         Qwen2VLConfig,
         Qwen2VLForConditionalGeneration,
         Qwen2VLImageProcessor,
@@ -212,12 +220,18 @@ def _qwen2_vl(tok, text):
     t = half // 4
     sections = [t, (half - t) // 2, half - t - (half - t) // 2]
     text = {**text, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": sections}}
-    config = Qwen2VLConfig(
+    if version == "2.5":  # window 56 px = 2x2 merged tokens; block 1 attends over the whole image
+        config_cls, model_cls, processor_cls = Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=text["hidden_size"],
+                      window_size=56, fullatt_block_indexes=[1], patch_size=14, spatial_merge_size=2,
+                      temporal_patch_size=2)
+    else:
+        config_cls, model_cls, processor_cls = Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+        vision = dict(depth=2, embed_dim=32, num_heads=2, mlp_ratio=2, hidden_size=text["hidden_size"],  # merger
+                      patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    config = config_cls(
         text_config=text,
-        vision_config=dict(
-            depth=2, embed_dim=32, num_heads=2, mlp_ratio=2, hidden_size=text["hidden_size"],  # merger out
-            patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
-        ),
+        vision_config=vision,
         image_token_id=ids("<|image_pad|>"),
         video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"),
@@ -228,12 +242,12 @@ def _qwen2_vl(tok, text):
     pixels = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
     # The real Qwen2VLProcessor, as a hub checkpoint has it: transformers 5 gives it a video processor that
     # needs torchvision, so this family (like real Qwen2-VL models) needs torchvision installed.
-    processor = Qwen2VLProcessor(
+    processor = processor_cls(
         image_processor=Qwen2VLImageProcessor(size=pixels, patch_size=14, merge_size=2, temporal_patch_size=2),
         video_processor=Qwen2VLVideoProcessor(size=pixels, patch_size=14, merge_size=2, temporal_patch_size=2),
         tokenizer=tok, chat_template=tok.chat_template,
     )
-    return Qwen2VLForConditionalGeneration, config, processor
+    return model_cls, config, processor
 
 
 def _idefics3(tok, text):
@@ -290,7 +304,8 @@ def build_tiny_checkpoint(family: str, path: str | os.PathLike, *, seed: int = 0
     out = pathlib.Path(path)
     out.mkdir(parents=True, exist_ok=True)
     tok = _build_tokenizer(family)
-    builders = {"llava": _llava, "qwen2_vl": _qwen2_vl, "idefics3": _idefics3, "llama_text": _llama_text}
+    builders = {"llava": _llava, "qwen2_vl": _qwen2_vl, "qwen2_5_vl": functools.partial(_qwen2_vl, version="2.5"),
+                "idefics3": _idefics3, "llama_text": _llama_text}
     extra = dict(zip(("image_size", "patch"), llava_image, strict=True)) if family == "llava" and llava_image else {}
     model_cls, config, processor = builders[family](tok, _text_kwargs(tok, text_size), **extra)
 

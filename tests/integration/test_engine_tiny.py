@@ -18,7 +18,7 @@ import optascan
 from optascan import CancelToken, FinishReason, Request, State, VisionNotSupported
 from optascan.engine.detokenize import IncrementalDetokenizer
 
-VLM_FAMILIES = ["llava", "qwen2_vl", "idefics3"]
+VLM_FAMILIES = ["llava", "qwen2_vl", "qwen2_5_vl", "idefics3"]
 ALL_FAMILIES = [*VLM_FAMILIES, "llama_text"]
 
 

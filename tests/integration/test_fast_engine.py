@@ -11,7 +11,7 @@ from optascan import CancelToken, FinishReason, InvalidRequest
 from optascan.engine.backends.fast import decoder as decoder_module
 from optascan.testing.agreement import with_generated
 
-FAMILIES = ["llava", "qwen2_vl", "idefics3", "llama_text"]
+FAMILIES = ["llava", "qwen2_vl", "qwen2_5_vl", "idefics3", "llama_text"]
 PHOTO = Image.new("RGB", (300, 200), (200, 60, 30))
 
 
@@ -127,7 +127,7 @@ def test_engine_choice(tiny_dir):
     with pytest.raises(InvalidRequest):
         optascan.load(tiny_dir("llava"), device="cpu", engine="turbo")
     with optascan.load(tiny_dir("llava"), device="cpu") as engine:
-        assert engine.info.backend == "hf"  # auto stays on transformers until the fast engine's GPU checks land
+        assert engine.info.backend == "hf"  # auto picks the fast engine on CUDA only
 
 
 def test_the_demo_model_answers_the_same_on_the_fast_engine(tiny_engine):

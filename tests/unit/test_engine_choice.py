@@ -16,12 +16,14 @@ def test_asked_engines_are_kept_and_auto_explains_itself():
     assert engine == "hf" and "does not support mllama" in why
 
 
-def test_auto_picks_the_fast_engine_on_cuda_only_once_it_is_switched_on(monkeypatch):
+def test_auto_picks_the_fast_engine_on_cuda_for_supported_families_only(monkeypatch):
+    assert choose_engine("auto", "cuda:1", "qwen2_vl")[0] == "fast"
+    engine, why = choose_engine("auto", "cuda:0", "qwen2_5_vl")
+    assert engine == "fast" and "CUDA" in why
+    assert choose_engine("auto", "mps", "qwen2_vl")[0] == "hf"
+    monkeypatch.setattr(choice, "AUTO_PICKS_FAST_ON_CUDA", False)  # the switch, off: transformers, saying why
     engine, why = choose_engine("auto", "cuda:0", "qwen2_vl")
     assert (engine, "pending" in why) == ("hf", True)
-    monkeypatch.setattr(choice, "AUTO_PICKS_FAST_ON_CUDA", True)
-    assert choose_engine("auto", "cuda:1", "qwen2_vl")[0] == "fast"
-    assert choose_engine("auto", "mps", "qwen2_vl")[0] == "hf"
 
 
 def test_an_unknown_engine_is_a_typed_error():
