@@ -41,14 +41,15 @@ from bench.provenance import ROOT, git_commit  # noqa: E402
 from optascan.testing.agreement import against_float32, first_divergence, greedy_ids  # noqa: E402
 from optascan.testing.tiny import TEXT_SIZES  # noqa: E402
 
-SIZES = {  # language-model shapes from the public model cards
+SIZES = {  # language-model shapes from the public model cards, vocabulary (head and embeddings) included: the
+    # tokenizer stays the tiny one, so ids past its ~600 tokens decode to nothing useful, as random weights do
     "qwen2.5-vl-3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-                          num_key_value_heads=2),
+                          num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
     "qwen2.5-vl-7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-                          num_key_value_heads=4),
+                          num_key_value_heads=4, vocab_size=152064),
     # LLaVA-1.5-7B: a Llama-2-7B (Vicuna) decoder, multi-head attention
     "llava-1.5-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                         num_key_value_heads=32),
+                         num_key_value_heads=32, vocab_size=32064),
 }
 H100_BANDWIDTH = 3.35e12
 BANDWIDTH = {"H100": H100_BANDWIDTH, "H200": 4.8e12}  # HBM bytes/s of the SXM parts, from NVIDIA's data sheets
@@ -64,6 +65,12 @@ def bandwidth() -> float:
 # with one of the two switched off, to show what each is worth
 VARIANTS = {"fast": {}, "fast_sdpa_attention": {"OPTASCAN_FAST_ATTENTION": "sdpa"},
             "fast_uncompiled": {"OPTASCAN_FAST_COMPILE": "0"}}
+
+
+def weight_bytes(*modules: torch.nn.Module) -> int:
+    """Bytes of the modules' parameters, a tensor shared by two (tied embeddings and head) counted once."""
+    unique = {p.data_ptr(): p.numel() * p.element_size() for m in modules for p in m.parameters()}
+    return sum(unique.values())
 
 
 def sync(device: str) -> None:
@@ -144,8 +151,7 @@ def main() -> None:
         build = llava_checkpoint if args.size.startswith("llava") or args.family == "llava" else qwen2_vl_checkpoint
         path = build(Path(tmp) / "ckpt", SIZES.get(args.size) or args.size, dtype)
         with optascan.load(path, device=args.device, engine="hf") as hf:
-            lm_bytes = sum(p.numel() * p.element_size() for p in hf.backend.language_model.parameters())
-            lm_bytes += hf.backend.model.lm_head.weight.numel() * hf.backend.model.lm_head.weight.element_size()
+            lm_bytes = weight_bytes(hf.backend.language_model, hf.backend.model.lm_head)
             report_paths["hf_generate"] = timed_engine(hf, request, args.new_tokens, args.runs, args.device)
             prepared, reference_ids = greedy_ids(hf, request, args.new_tokens)
             inputs, eos = prepared.inputs, sorted(hf.backend.eos_token_ids)

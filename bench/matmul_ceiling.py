@@ -26,8 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.fast_decode import SIZES, bandwidth  # noqa: E402
 from bench.provenance import git_commit  # noqa: E402
 
-VOCAB = {"qwen2.5-vl-3b": 151936, "qwen2.5-vl-7b": 152064, "llava-1.5-7b": 32064}
-
 
 def shapes(size: str) -> dict[str, tuple[int, int]]:
     c = SIZES[size]
@@ -35,7 +33,7 @@ def shapes(size: str) -> dict[str, tuple[int, int]]:
     head_dim = hidden // heads
     return {"qkv": ((heads + 2 * kv) * head_dim, hidden), "o": (hidden, hidden),
             "gate_up": (2 * c["intermediate_size"], hidden), "down": (hidden, c["intermediate_size"]),
-            "head": (VOCAB[size], hidden)}
+            "head": (c["vocab_size"], hidden)}
 
 
 def graph_time(fn, reps: int = 20) -> float:

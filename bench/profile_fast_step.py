@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optascan  # noqa: E402
-from bench.fast_decode import SIZES, VARIANTS, bandwidth  # noqa: E402
+from bench.fast_decode import SIZES, VARIANTS, bandwidth, weight_bytes  # noqa: E402
 from bench.inputs import llava_checkpoint, qwen2_vl_checkpoint  # noqa: E402
 from bench.provenance import git_commit  # noqa: E402
 
@@ -111,8 +111,7 @@ def main() -> None:
             os.environ.update(settings)
             with optascan.load(path, device=args.device, engine="fast") as fast:
                 lm = fast.backend.language_model
-                weight_bytes = sum(p.numel() * p.element_size() for p in lm.parameters())
-                report["floor_ms"] = weight_bytes / bandwidth() * 1000
+                report["floor_ms"] = weight_bytes(lm, fast.backend.model.lm_head) / bandwidth() * 1000
                 report[name] = profile(fast, args.steps, cuda, args.slot)
                 report[name]["warmup_s"] = fast.backend.warmup_s
     text = json.dumps(report, indent=2)

@@ -54,8 +54,9 @@ class CompactDecoder(nn.Module):
         self.norm_final: torch.Tensor | None = None
         self.embed: nn.Embedding | None = None
         self.lm_head: nn.Linear | None = None
-        self.one_token_fns = (_before_attention, _after_attention)  # compile_one_token_step swaps in compiled ones
+        self.one_token_fns = (_before_attention, _after_attention, _finish)  # compile_one_token_step compiles them
         self.compiled = False
+        self.rotary_fn = _rotary_table  # the one-token step's (compiled with the step)
         # one-token steps attend with our Triton kernel where it runs (CUDA; OPTASCAN_FAST_ATTENTION=sdpa
         # keeps PyTorch's SDPA, for comparison), else SDPA
         probe = torch.empty(1, s.heads, 1, s.head_dim, device=device)
@@ -69,18 +70,8 @@ class CompactDecoder(nn.Module):
     # --- rotary tables ---------------------------------------------------------------------------------
     def rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of shape [seq, head_dim] for ``positions`` [seq] or Qwen2-VL's [3, seq]."""
-        if positions.dim() == 1:
-            positions = positions[None]
-        freqs = positions[..., None].float() * self.inv_freq.float()  # [streams, seq, head_dim/2]
-        if self.shape.mrope_section is not None:
-            streams = freqs.expand(3, -1, -1) if freqs.shape[0] == 1 else freqs
-            chunks = streams.split(list(self.shape.mrope_section), dim=-1)
-            freqs = torch.cat([chunk[i % 3] for i, chunk in enumerate(chunks)], dim=-1)
-        else:
-            freqs = freqs[0]
-        table = torch.cat((freqs, freqs), dim=-1)
-        dtype = self.k_cache.dtype
-        return (table.cos() * self.rope_scale).to(dtype), (table.sin() * self.rope_scale).to(dtype)
+        table = self.rotary_fn if positions.numel() == 1 else _rotary_table
+        return table(positions, self.inv_freq, self.rope_scale, self.shape.mrope_section, self.k_cache.dtype)
 
     # --- forward ---------------------------------------------------------------------------------------
     def forward(self, embeds: torch.Tensor, start: int, cos: torch.Tensor, sin: torch.Tensor,
@@ -102,8 +93,8 @@ class CompactDecoder(nn.Module):
             self.v_cache[i, :, :, start:end] = v
             return _attend(q, self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end], mask, self.shape)
 
-        x = self._layers(embeds, cos, sin, attend)
-        return self.lm_head(_rms(x if all_logits else x[:, -1:], self.norm_final, self.shape.eps))
+        normed = self._layers(embeds, cos, sin, attend)
+        return self.lm_head(normed if all_logits else normed[:, -1:])
 
     def step(self, token: torch.Tensor, index: torch.Tensor, rope_position: torch.Tensor,
              length: int | None = None) -> torch.Tensor:
@@ -130,21 +121,24 @@ class CompactDecoder(nn.Module):
                 self.v_cache[i].index_copy_(2, index, v)
                 return _attend(q, self.k_cache[i, :, :, :length], self.v_cache[i, :, :, :length], mask, self.shape)
 
-        x = self._layers(self.embed(token), *self.rotary(rope_position), attend)
-        return self.lm_head(_rms(x, self.norm_final, self.shape.eps))[:, -1]
+        return self.lm_head(self._layers(self.embed(token), *self.rotary(rope_position), attend))[:, -1]
 
     def _layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend) -> torch.Tensor:
-        """The decoder layers over ``x`` [1, n, hidden]; ``attend(i, q, k, v)`` puts layer i's new keys and
-        values into the cache and returns the queries' attention over it."""
+        """The decoder layers and the final norm over ``x`` [1, n, hidden]; ``attend(i, q, k, v)`` puts layer i's
+        new keys and values into the cache and returns the queries' attention over it."""
         s = self.shape
         cos, sin = cos[None, None], sin[None, None]  # [1, 1, n, head_dim]
-        before, after = self.one_token_fns if x.shape[1] == 1 else (_before_attention, _after_attention)
+        one_token = x.shape[1] == 1
+        before, after, finish = self.one_token_fns if one_token else (_before_attention, _after_attention, _finish)
+        # each layer's last residual add is left to the next layer's norm (and the last one's to the final
+        # norm), where compiled code fuses it into the norm's kernel: one kernel less per layer
+        delta = torch.zeros_like(x)
         for i in range(s.layers):
-            q, k, v = before(x, self.norm_in[i], self.qkv_weight[i], self.qkv_bias[i], cos, sin, s.heads,
-                             s.kv_heads, s.head_dim, s.eps)
-            x = after(x, attend(i, q, k, v), self.o[i].weight, self.o[i].bias, self.norm_post[i],
-                      self.gate_up_weight[i], self.down[i].weight, self.down[i].bias, s.eps)
-        return x
+            x, q, k, v = before(x, delta, self.norm_in[i], self.qkv_weight[i], self.qkv_bias[i], cos, sin, s.heads,
+                                s.kv_heads, s.head_dim, s.eps)
+            x, delta = after(x, attend(i, q, k, v), self.o[i].weight, self.o[i].bias, self.norm_post[i],
+                             self.gate_up_weight[i], self.down[i].weight, self.down[i].bias, s.eps)
+        return finish(x, delta, self.norm_final, s.eps)
 
     def compile_one_token_step(self) -> None:
         """Compile the per-layer code around attention for one-token steps with torch.compile (inductor fuses
@@ -152,32 +146,56 @@ class CompactDecoder(nn.Module):
         layer, which bounds a small model's speed more than its weights do). Every layer has the same shapes,
         so each part compiles once, whatever the number of layers; attention stays outside, so the cache
         buckets need no recompiles. Compiles on first use (the loop's warm-up, before graph capture)."""
-        self.one_token_fns = (torch.compile(_before_attention, fullgraph=True, dynamic=False),
-                              torch.compile(_after_attention, fullgraph=True, dynamic=False))
+        self.one_token_fns = tuple(torch.compile(fn, fullgraph=True, dynamic=False)
+                                   for fn in (_before_attention, _after_attention, _finish))
+        self.rotary_fn = torch.compile(_rotary_table, fullgraph=True, dynamic=False)  # one kernel, not ~10
         self.compiled = True
 
 
-def _before_attention(x: torch.Tensor, norm: torch.Tensor, qkv_weight: torch.Tensor, qkv_bias: torch.Tensor | None,
-                      cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int, head_dim: int,
-                      eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Norm, fused q/k/v projection and rotary: q [1, heads, n, d], k and v [1, kv_heads, n, d]."""
+def _rotary_table(positions: torch.Tensor, inv_freq: torch.Tensor, scale: float, sections: tuple[int, ...] | None,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    if positions.dim() == 1:
+        positions = positions[None]
+    freqs = positions[..., None].float() * inv_freq.float()  # [streams, seq, head_dim/2]
+    if sections is not None:
+        streams = freqs.expand(3, -1, -1) if freqs.shape[0] == 1 else freqs
+        chunks = streams.split(list(sections), dim=-1)
+        freqs = torch.cat([chunk[i % 3] for i, chunk in enumerate(chunks)], dim=-1)
+    else:
+        freqs = freqs[0]
+    table = torch.cat((freqs, freqs), dim=-1)
+    return (table.cos() * scale).to(dtype), (table.sin() * scale).to(dtype)
+
+
+def _before_attention(x: torch.Tensor, delta: torch.Tensor, norm: torch.Tensor, qkv_weight: torch.Tensor,
+                      qkv_bias: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int,
+                      head_dim: int, eps: float) -> tuple[torch.Tensor, ...]:
+    """The previous layer's last residual add (``delta``), norm, fused q/k/v projection and rotary: the new
+    residual stream x, q [1, heads, n, d], k and v [1, kv_heads, n, d]."""
     n = x.shape[1]
     q_size, kv_size = heads * head_dim, kv_heads * head_dim
+    x = x + delta
     qkv = F.linear(_rms(x, norm, eps), qkv_weight, qkv_bias)
     # queries and keys rotated together: one kernel where compiled
     qk = _rope(qkv[..., :q_size + kv_size].view(1, n, heads + kv_heads, head_dim).transpose(1, 2), cos, sin)
     v = qkv[..., q_size + kv_size:].view(1, n, kv_heads, head_dim).transpose(1, 2)
-    return qk[:, :heads], qk[:, heads:], v
+    return x, qk[:, :heads], qk[:, heads:], v
 
 
 def _after_attention(x: torch.Tensor, attn: torch.Tensor, o_weight: torch.Tensor, o_bias: torch.Tensor | None,
                      norm: torch.Tensor, gate_up_weight: torch.Tensor, down_weight: torch.Tensor,
-                     down_bias: torch.Tensor | None, eps: float) -> torch.Tensor:
-    """Output projection and residual, then norm, fused gate/up, SiLU, down projection and residual."""
+                     down_bias: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output projection and residual, then norm, fused gate/up, SiLU and down projection: the residual
+    stream and the MLP's output, which the next layer adds (``_before_attention``'s delta)."""
     n = x.shape[1]
     x = x + F.linear(attn.transpose(1, 2).reshape(1, n, -1), o_weight, o_bias)
     gate, up = F.linear(_rms(x, norm, eps), gate_up_weight).chunk(2, dim=-1)
-    return x + F.linear(F.silu(gate) * up, down_weight, down_bias)
+    return x, F.linear(F.silu(gate) * up, down_weight, down_bias)
+
+
+def _finish(x: torch.Tensor, delta: torch.Tensor, norm: torch.Tensor, eps: float) -> torch.Tensor:
+    """The last layer's residual add and the final norm."""
+    return _rms(x + delta, norm, eps)
 
 
 CAUSAL = torch.empty(0)  # the mask meaning "causal over the whole sequence" (compared by identity)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Issue #9's GPU runs through the device tool, one stage per call (each fits its 10-minute limit):
+#
+#   run: OPTASCAN_SOURCE_COMMIT=<sha> bash bench/gpu_issue9.sh checks   (carry: gpu-wheels)
+#   run: OPTASCAN_SOURCE_COMMIT=<sha> bash bench/gpu_issue9.sh qwen2.5-vl-3b      (or -7b, llava-1.5-7b)
+#
+# Results land in $OUT; copy them to tests/gpu/results/ and bench/results/ with the device name and date.
+# check_fast's JSON-schema part needs xgrammar, which the device lacks: download its wheels for Python 3.12
+# into gpu-wheels/ (git-ignored) and carry that folder:
+#   pip download xgrammar apache-tvm-ffi pydantic pydantic-core annotated-types typing-inspection --no-deps \
+#     --python-version 3.12 --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+#     --platform manylinux_2_17_x86_64 --only-binary=:all: -d gpu-wheels
+set -u
+stage=${1:?stage: checks or a size of bench/fast_decode.py}
+out=${OUT:-/tmp/optascan-gpu}
+mkdir -p "$out"
+export PYTHONPATH=.:/tmp/site
+nvidia-smi --query-gpu=name --format=csv,noheader
+if [ "$stage" = checks ]; then
+    if ls gpu-wheels/*.whl >/dev/null 2>&1; then
+        pip install -q --no-deps --target /tmp/site gpu-wheels/*.whl >"$out/pip.log" 2>&1
+    fi
+    timeout 240 python3 tests/gpu/check_fast.py --out "$out/fast_checks.json" >"$out/check.log" 2>&1
+    echo "check rc=$?"
+    grep -E "PASS|FAIL|passed" "$out/check.log"
+    timeout 200 python3 bench/profile_fast_step.py --size qwen2.5-vl-3b --out "$out/profile-3b.json" \
+        >"$out/profile.log" 2>&1
+    echo "profile rc=$?"
+    exit 0
+fi
+variants=fast,fast_sdpa_attention
+[ "$stage" = qwen2.5-vl-3b ] && variants=fast,fast_sdpa_attention,fast_uncompiled
+timeout 60 python3 bench/matmul_ceiling.py --size "$stage" --out "$out/matmul-$stage.json" >"$out/matmul.log" 2>&1
+echo "matmul rc=$?"
+timeout 500 python3 bench/fast_decode.py --device cuda --size "$stage" --runs 2 --variants "$variants" \
+    --out "$out/fast_decode-$stage.json" >"$out/bench.log" 2>&1
+echo "bench rc=$?"
+python3 - "$out/fast_decode-$stage.json" <<'EOF'
+import json, sys
+report = json.load(open(sys.argv[1]))
+for name, values in report["paths"].items():
+    print(name, {k: round(v, 3) for k, v in values.items() if isinstance(v, float)})
+print("agreement", report["greedy_agreement"])
+EOF
