@@ -9,7 +9,8 @@ A checkpoint with random weights and the language model of ``--size``: Qwen2-VL 
 and -7B's shapes (the Qwen2.5-VL language model is this architecture), LLaVA with LLaVA-1.5-7B's Llama decoder
 (the vision towers stay tiny; the image grids are the real ones); one 1024×768 image + a short prompt, greedy,
 ``--new-tokens`` tokens with EOS ignored. Paths: transformers' generate, transformers with a static cache +
-torch.compile, and the fast engine (``--variants``: as it loads, and with its step uncompiled or SDPA attention).
+torch.compile, and the fast engine (``--variants``: as it loads, with its step uncompiled or SDPA attention, and
+with the experimental Triton projections).
 Per path: TTFT (one-token generation), decode tok/s, the fraction of the bandwidth ceiling (HBM bandwidth ÷
 language-model weight bytes; 3.35 TB/s on an H100 SXM, 4.8 on an H200), peak memory, warm-up time. Random weights
 make greedy tokens arbitrary, so the report also says whether the fast engine's tokens equal transformers' and,
@@ -64,7 +65,9 @@ def bandwidth() -> float:
 # the fast engine as it loads by default (on CUDA: one-token step compiled, our Triton decode attention), and
 # with one of the two switched off, to show what each is worth
 VARIANTS = {"fast": {}, "fast_sdpa_attention": {"OPTASCAN_FAST_ATTENTION": "sdpa"},
-            "fast_uncompiled": {"OPTASCAN_FAST_COMPILE": "0"}}
+            "fast_uncompiled": {"OPTASCAN_FAST_COMPILE": "0"},
+            "fast_triton_gemv": {"OPTASCAN_FAST_GEMV": "triton"}}  # experimental: projections by our kernel
+SWITCHES = ("OPTASCAN_FAST_COMPILE", "OPTASCAN_FAST_ATTENTION", "OPTASCAN_FAST_GEMV")
 
 
 def weight_bytes(*modules: torch.nn.Module) -> int:
@@ -163,7 +166,7 @@ def main() -> None:
                 report_paths["hf_static_compile"] = {"error": f"{type(err).__name__}: {err}"[:500]}
         agreement = {}
         for name in args.variants.split(","):
-            for key in ("OPTASCAN_FAST_COMPILE", "OPTASCAN_FAST_ATTENTION"):
+            for key in SWITCHES:
                 os.environ.pop(key, None)
             os.environ.update(VARIANTS[name])
             if args.device.startswith("cuda"):

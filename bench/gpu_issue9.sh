@@ -28,10 +28,13 @@ if [ "$stage" = checks ]; then
     echo "profile rc=$?"
     exit 0
 fi
-variants=fast,fast_sdpa_attention
-[ "$stage" = qwen2.5-vl-3b ] && variants=fast,fast_sdpa_attention,fast_uncompiled
-timeout 60 python3 bench/matmul_ceiling.py --size "$stage" --out "$out/matmul-$stage.json" >"$out/matmul.log" 2>&1
-echo "matmul rc=$?"
+variants=fast,fast_triton_gemv,fast_sdpa_attention
+[ "$stage" = qwen2.5-vl-3b ] && variants=fast,fast_triton_gemv,fast_sdpa_attention,fast_uncompiled
+for impl in linear triton; do
+    timeout 60 python3 bench/matmul_ceiling.py --size "$stage" --impl $impl --out "$out/matmul-$impl-$stage.json" \
+        >"$out/matmul-$impl.log" 2>&1
+    echo "matmul $impl rc=$?"
+done
 timeout 500 python3 bench/fast_decode.py --device cuda --size "$stage" --runs 2 --variants "$variants" \
     --out "$out/fast_decode-$stage.json" >"$out/bench.log" 2>&1
 echo "bench rc=$?"

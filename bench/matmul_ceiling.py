@@ -7,7 +7,8 @@ built from them (issue #9's evidence for what limits the fast engine).
 For a language model's shapes (random bf16 weights): every layer's projections (fused q/k/v, o, fused gate/up,
 down) and the head, one token's row through each, replayed as one CUDA graph — nothing but the matmuls of a
 decode step. Reported per shape too, so a slow shape shows. ``--impl`` picks the matmul: torch's ``F.linear``
-(cuBLAS), or ``compiled`` (the same through torch.compile, which may pick a Triton kernel).
+(cuBLAS), ``compiled`` (the same through torch.compile, which may pick a Triton kernel), or ``triton`` (the fast
+engine's experimental one-row kernel, optascan/engine/backends/fast/gemv.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fast_decode import SIZES, bandwidth  # noqa: E402
 from bench.provenance import git_commit  # noqa: E402
+from optascan.engine.backends.fast import gemv  # noqa: E402
 
 
 def shapes(size: str) -> dict[str, tuple[int, int]]:
@@ -61,11 +63,11 @@ def graph_time(fn, reps: int = 20) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="qwen2.5-vl-3b", choices=list(SIZES))
-    parser.add_argument("--impl", default="linear", choices=["linear", "compiled"])
+    parser.add_argument("--impl", default="linear", choices=["linear", "compiled", "triton"])
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     layers = SIZES[args.size]["num_hidden_layers"]
-    linear = torch.compile(F.linear, dynamic=False) if args.impl == "compiled" else F.linear
+    linear = {"linear": F.linear, "compiled": torch.compile(F.linear, dynamic=False), "triton": gemv.linear}[args.impl]
     table = shapes(args.size)
     weights = {name: [torch.randn(shape, dtype=torch.bfloat16, device="cuda") * 0.02
                       for _ in range(1 if name == "head" else layers)] for name, shape in table.items()}

@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optascan  # noqa: E402
-from bench.fast_decode import SIZES, VARIANTS, bandwidth, weight_bytes  # noqa: E402
+from bench.fast_decode import SIZES, SWITCHES, VARIANTS, bandwidth, weight_bytes  # noqa: E402
 from bench.inputs import llava_checkpoint, qwen2_vl_checkpoint  # noqa: E402
 from bench.provenance import git_commit  # noqa: E402
 
@@ -106,7 +106,7 @@ def main() -> None:
         cuda = args.device == "cuda"
         path = build(Path(tmp) / "ckpt", SIZES.get(args.size, args.size), "bfloat16" if cuda else None)
         for name, settings in VARIANTS.items():
-            for key in ("OPTASCAN_FAST_COMPILE", "OPTASCAN_FAST_ATTENTION"):
+            for key in SWITCHES:
                 os.environ.pop(key, None)
             os.environ.update(settings)
             with optascan.load(path, device=args.device, engine="fast") as fast:

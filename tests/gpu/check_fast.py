@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import tempfile
 import threading
 from pathlib import Path
@@ -145,9 +146,41 @@ def check_fp32_graphs_match_transformers_greedy_and_seeded(record, device):
     assert not record["greedy"]["diverged"] or record["greedy"]["tie"], record["greedy"]
 
 
+def check_triton_gemv_in_bf16(record, device):
+    """The experimental one-row projection kernel (OPTASCAN_FAST_GEMV=triton) against a float32 matmul, in bf16,
+    on the benchmark models' projection shapes, and the engine with it on: transformers' tokens or a tie."""
+    import torch
+    import torch.nn.functional as F
+
+    from optascan.engine.backends.fast.gemv import linear
+    from optascan.testing.agreement import first_divergence, greedy_ids
+
+    torch.manual_seed(0)
+    worst = 0.0
+    for n, k in ((2560, 2048), (2048, 2048), (22016, 2048), (2048, 11008), (151936, 2048), (4608, 3584)):
+        w = torch.randn(n, k, device=device, dtype=torch.bfloat16) * 0.02
+        x = torch.randn(1, 1, k, device=device, dtype=torch.bfloat16)
+        ref = F.linear(x.float(), w.float())
+        worst = max(worst, ((linear(x, w).float() - ref).abs().max() / ref.abs().max()).item())
+    record["max_relative_error"] = worst
+    assert worst < 1e-2
+    path = build_tiny_checkpoint("qwen2_vl", ROOT / "qwen2_vl", text_size="small")
+    request = dict(prompt="Describe the picture.", images=[PHOTO])
+    with optascan.load(path, device=device, engine="hf") as hf:
+        prepared, expected = greedy_ids(hf, request, 64)
+    os.environ["OPTASCAN_FAST_GEMV"] = "triton"
+    try:
+        with optascan.load(path, device=device, engine="fast") as fast:
+            record["agreement"] = first_divergence(fast, prepared, expected, greedy_ids(fast, request, 64)[1])
+    finally:
+        os.environ.pop("OPTASCAN_FAST_GEMV")
+    assert not record["agreement"]["diverged"] or record["agreement"]["tie"], record["agreement"]
+
+
 CHECKS = [check_greedy_matches_transformers, check_fp32_graphs_match_transformers_greedy_and_seeded,
           check_demo_answers_stop_at_eos, check_cancel_within_one_step,
-          check_default_step_is_compiled_with_kernel_attention, check_decode_attention_kernel_in_bf16]
+          check_default_step_is_compiled_with_kernel_attention, check_decode_attention_kernel_in_bf16,
+          check_triton_gemv_in_bf16]
 
 
 def main() -> int:

@@ -1,5 +1,6 @@
-"""The fast engine's Triton decode-attention kernel, run here through Triton's interpreter (TRITON_INTERPRET=1,
-in a child process: the variable must be set before Triton is imported). bf16 is checked on the GPU
+"""The fast engine's Triton kernels — decode attention, and the experimental one-row projection (gemv) — run
+here through Triton's interpreter (TRITON_INTERPRET=1, in a child process: the variable must be set before
+Triton is imported). bf16 is checked on the GPU
 (tests/gpu/check_fast.py): the interpreter's bf16 dot product is wrong even for Triton's own example."""
 
 from __future__ import annotations
@@ -48,6 +49,28 @@ KERNEL_CASES = textwrap.dedent("""
     print(json.dumps(results))
 """)
 
+GEMV_CASES = textwrap.dedent("""
+    import json, torch
+    import torch.nn.functional as F
+    from optascan.engine.backends.fast.gemv import linear
+    torch.manual_seed(0)
+    results = []
+    # (rows, columns, bias, dtype): row and column counts that are no multiple of the blocks, a long K, a wide N
+    for n, k, bias, dtype in [(40, 64, False, torch.float32), (37, 1000, True, torch.float32),
+                              (8200, 48, False, torch.float16), (24, 1300, True, torch.float16)]:
+        w = torch.randn(n, k, dtype=dtype) * 0.05
+        b = torch.randn(n, dtype=dtype) if bias else None
+        x = torch.randn(1, 1, k, dtype=dtype)
+        out = linear(x, w, b)
+        ref = F.linear(x.float(), w.float(), None if b is None else b.float())
+        results.append({"case": [n, k, bias, str(dtype)], "shape_ok": out.shape == ref.shape and out.dtype == dtype,
+                        "error": (out.float() - ref).abs().max().item()})
+    two_rows = torch.randn(2, 64)  # more than one row: F.linear's job
+    results.append({"case": "two rows", "shape_ok": True,
+                    "error": (linear(two_rows, torch.ones(8, 64)) - two_rows.sum(-1, keepdim=True)).abs().max().item()})
+    print(json.dumps(results))
+""")
+
 ENGINE_CASE = textwrap.dedent("""
     import json, sys, torch
     import optascan
@@ -60,6 +83,7 @@ ENGINE_CASE = textwrap.dedent("""
     with optascan.load(path, device="cpu", engine="fast") as fast:
         decoder = fast.backend.decoder
         kernel_on = decoder.kernel_attention
+        gemv_on = decoder.linear is not torch.nn.functional.linear
         _, ours = greedy_ids(fast, request, 24)
         # one step's logits by the kernel and by SDPA, at the same cache contents
         args = (torch.tensor([[7]]), torch.tensor([40]), torch.tensor([45]))
@@ -67,13 +91,13 @@ ENGINE_CASE = textwrap.dedent("""
             kernel = decoder.step(*args, 256)
             decoder.kernel_attention = False
             sdpa = decoder.step(*args, 256)
-    print(json.dumps({"kernel_attention_on": kernel_on, "equal": reference == ours, "tokens": len(ours),
-                      "logits_error": (kernel - sdpa).abs().max().item()}))
+    print(json.dumps({"kernel_attention_on": kernel_on, "gemv_on": gemv_on, "equal": reference == ours,
+                      "tokens": len(ours), "logits_error": (kernel - sdpa).abs().max().item()}))
 """)
 
 
-def _run(script: str, *args: str) -> object:
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.getcwd()}
+def _run(script: str, *args: str, **env_vars: str) -> object:
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.getcwd(), **env_vars}
     done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env,
                           timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -88,9 +112,16 @@ def test_the_kernel_equals_attention_over_the_valid_slots():
         assert result["slot_written"] and result["rest_untouched"], result
 
 
+def test_the_gemv_kernel_equals_a_float32_matmul():
+    for result in _run(GEMV_CASES):
+        assert result["shape_ok"], result
+        assert result["error"] < (2e-2 if "float16" in str(result["case"]) else 1e-4), result
+
+
+@pytest.mark.parametrize("gemv", ["", "triton"], ids=["torch-gemv", "triton-gemv"])
 @pytest.mark.parametrize("family", ["qwen2_vl", "llava"])
-def test_the_fast_engine_with_the_kernel_gives_transformers_tokens(tiny_dir, family):
-    result = _run(ENGINE_CASE, family, str(tiny_dir(family)))
-    assert result["kernel_attention_on"], result
+def test_the_fast_engine_with_the_kernels_gives_transformers_tokens(tiny_dir, family, gemv):
+    result = _run(ENGINE_CASE, family, str(tiny_dir(family)), OPTASCAN_FAST_GEMV=gemv)
+    assert result["kernel_attention_on"] and result["gemv_on"] == (gemv == "triton"), result
     assert result["equal"] and result["tokens"] == 24, result
     assert result["logits_error"] < 1e-4, result

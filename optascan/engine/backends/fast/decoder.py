@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import attention
+from . import attention, gemv
 from .attention import decode_attention
 
 
@@ -54,7 +55,11 @@ class CompactDecoder(nn.Module):
         self.norm_final: torch.Tensor | None = None
         self.embed: nn.Embedding | None = None
         self.lm_head: nn.Linear | None = None
-        self.one_token_fns = (_before_attention, _after_attention, _finish)  # compile_one_token_step compiles them
+        # one-token steps (compile_one_token_step compiles these): projections by our Triton kernel where
+        # OPTASCAN_FAST_GEMV=triton (experimental), else torch's
+        self.linear = gemv.linear if gemv.enabled() else F.linear
+        self.one_token_fns = (partial(_before_attention, linear=self.linear),
+                              partial(_after_attention, linear=self.linear), _finish)
         self.compiled = False
         self.rotary_fn = _rotary_table  # the one-token step's (compiled with the step)
         # one-token steps attend with our Triton kernel where it runs (CUDA; OPTASCAN_FAST_ATTENTION=sdpa
@@ -121,7 +126,8 @@ class CompactDecoder(nn.Module):
                 self.v_cache[i].index_copy_(2, index, v)
                 return _attend(q, self.k_cache[i, :, :, :length], self.v_cache[i, :, :, :length], mask, self.shape)
 
-        return self.lm_head(self._layers(self.embed(token), *self.rotary(rope_position), attend))[:, -1]
+        normed = self._layers(self.embed(token), *self.rotary(rope_position), attend)
+        return self.linear(normed, self.lm_head.weight, self.lm_head.bias)[:, -1]
 
     def _layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend) -> torch.Tensor:
         """The decoder layers and the final norm over ``x`` [1, n, hidden]; ``attend(i, q, k, v)`` puts layer i's
@@ -146,8 +152,7 @@ class CompactDecoder(nn.Module):
         layer, which bounds a small model's speed more than its weights do). Every layer has the same shapes,
         so each part compiles once, whatever the number of layers; attention stays outside, so the cache
         buckets need no recompiles. Compiles on first use (the loop's warm-up, before graph capture)."""
-        self.one_token_fns = tuple(torch.compile(fn, fullgraph=True, dynamic=False)
-                                   for fn in (_before_attention, _after_attention, _finish))
+        self.one_token_fns = tuple(torch.compile(fn, fullgraph=True, dynamic=False) for fn in self.one_token_fns)
         self.rotary_fn = torch.compile(_rotary_table, fullgraph=True, dynamic=False)  # one kernel, not ~10
         self.compiled = True
 
@@ -169,13 +174,13 @@ def _rotary_table(positions: torch.Tensor, inv_freq: torch.Tensor, scale: float,
 
 def _before_attention(x: torch.Tensor, delta: torch.Tensor, norm: torch.Tensor, qkv_weight: torch.Tensor,
                       qkv_bias: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int,
-                      head_dim: int, eps: float) -> tuple[torch.Tensor, ...]:
+                      head_dim: int, eps: float, linear=F.linear) -> tuple[torch.Tensor, ...]:
     """The previous layer's last residual add (``delta``), norm, fused q/k/v projection and rotary: the new
     residual stream x, q [1, heads, n, d], k and v [1, kv_heads, n, d]."""
     n = x.shape[1]
     q_size, kv_size = heads * head_dim, kv_heads * head_dim
     x = x + delta
-    qkv = F.linear(_rms(x, norm, eps), qkv_weight, qkv_bias)
+    qkv = linear(_rms(x, norm, eps), qkv_weight, qkv_bias)
     # queries and keys rotated together: one kernel where compiled
     qk = _rope(qkv[..., :q_size + kv_size].view(1, n, heads + kv_heads, head_dim).transpose(1, 2), cos, sin)
     v = qkv[..., q_size + kv_size:].view(1, n, kv_heads, head_dim).transpose(1, 2)
@@ -184,13 +189,13 @@ def _before_attention(x: torch.Tensor, delta: torch.Tensor, norm: torch.Tensor, 
 
 def _after_attention(x: torch.Tensor, attn: torch.Tensor, o_weight: torch.Tensor, o_bias: torch.Tensor | None,
                      norm: torch.Tensor, gate_up_weight: torch.Tensor, down_weight: torch.Tensor,
-                     down_bias: torch.Tensor | None, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+                     down_bias: torch.Tensor | None, eps: float, linear=F.linear) -> tuple[torch.Tensor, torch.Tensor]:
     """Output projection and residual, then norm, fused gate/up, SiLU and down projection: the residual
     stream and the MLP's output, which the next layer adds (``_before_attention``'s delta)."""
     n = x.shape[1]
-    x = x + F.linear(attn.transpose(1, 2).reshape(1, n, -1), o_weight, o_bias)
-    gate, up = F.linear(_rms(x, norm, eps), gate_up_weight).chunk(2, dim=-1)
-    return x, F.linear(F.silu(gate) * up, down_weight, down_bias)
+    x = x + linear(attn.transpose(1, 2).reshape(1, n, -1), o_weight, o_bias)
+    gate, up = linear(_rms(x, norm, eps), gate_up_weight).chunk(2, dim=-1)
+    return x, linear(F.silu(gate) * up, down_weight, down_bias)
 
 
 def _finish(x: torch.Tensor, delta: torch.Tensor, norm: torch.Tensor, eps: float) -> torch.Tensor:
