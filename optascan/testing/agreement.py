@@ -55,10 +55,11 @@ def with_generated(inputs: dict, tokens: list[int]) -> dict:
 def first_divergence(reference_engine: Any, prepared: Any, reference: list[int], ours: list[int]) -> dict:
     """{"equal_tokens": n} where the lists agree throughout, else the first differing step explained.
 
-    The gap between the two tokens' logits is measured in the reference model's full forward pass; it is a tie
-    when within two bf16 spacings, or within twice the reference's own drift there — how far its incremental
-    (KV-cached) logits for those two tokens are from its full-forward ones: two computations of the same
-    logits by the same model already differ by that much, so a third may order the pair either way."""
+    The gap between the two tokens' logits (reference's minus ours) is measured in the reference model's full
+    forward pass; it is a tie when at most two bf16 spacings, or at most twice the reference's own drift there —
+    how much the same gap differs in its incremental (KV-cached) logits: two computations of the same logits by
+    the same model already disagree by that much on this pair, so a third may order it either way. A negative
+    gap (the reference's full forward itself ranks our token higher) is a tie too."""
     step = next((i for i, (a, b) in enumerate(zip(reference, ours, strict=False)) if a != b), None)
     if step is None:
         return {"equal_tokens": min(len(reference), len(ours)), "diverged": False}
@@ -70,13 +71,13 @@ def first_divergence(reference_engine: Any, prepared: Any, reference: list[int],
     theirs, mine = float(logits[pair[0]]), float(logits[pair[1]])
     spacing = 2.0 ** (math.floor(math.log2(max(abs(theirs), 1e-6))) - 7)  # bf16 keeps 8 significant bits
     incremental = _incremental_logits(model, prepared.inputs, reference[:step + 1])
-    drift = None if incremental is None else max(abs(float(incremental[t]) - float(logits[t])) for t in pair)
     gap = theirs - mine
+    incremental_gap = None if incremental is None else float(incremental[pair[0]]) - float(incremental[pair[1]])
+    drift = None if incremental_gap is None else abs(incremental_gap - gap)
     return {"equal_tokens": step, "diverged": True, "reference_token": pair[0], "our_token": pair[1],
             "reference_logit": theirs, "our_token_logit": mine, "gap": gap,
             "bf16_spacing": spacing, "gap_in_bf16_spacings": gap / spacing, "reference_drift": drift,
-            "reference_incremental_gap": None if incremental is None
-            else float(incremental[pair[0]]) - float(incremental[pair[1]]),
+            "reference_incremental_gap": incremental_gap,
             "tie": gap <= max(2 * spacing, 2 * (drift or 0.0))}
 
 
@@ -125,6 +126,7 @@ def against_float32(fast_engine: Any, path: str, prepared: Any, prefix: list[int
             "bf16_tie": abs(gap) <= theirs_error}
 
 
+@torch.inference_mode()
 def fast_logits_along(backend: Any, prepared: Any, tokens: list[int]) -> torch.Tensor:
     """The fast backend's logits [vocab] after its prefill of the prompt and decode steps over ``tokens``."""
     embeds, positions = backend._prefill_inputs(prepared.inputs)

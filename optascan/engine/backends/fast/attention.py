@@ -53,9 +53,9 @@ def decode_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tens
     scale = scale if scale is not None else 1.0 / math.sqrt(d)
     write = new_keys is not None
     tensors = [query, keys, values] + ([new_keys, new_values] if write else [])
-    query, keys, values, *new = [t if t.stride(-1) == 1 else t.contiguous() for t in tensors]
-    if write and not (keys.stride(-1) == 1 and values.stride(-1) == 1 and tensors[1].data_ptr() == keys.data_ptr()):
+    if write and not (keys.stride(-1) == 1 and values.stride(-1) == 1):
         raise ValueError("the cache must have contiguous head dimensions to be written in place")
+    query, keys, values, *new = [t if t.stride(-1) == 1 else t.contiguous() for t in tensors]
     new_keys, new_values = new if write else (keys, values)  # unused when not writing
     partial = torch.empty(kv_heads, splits, group, d, dtype=torch.float32, device=query.device)
     lse = torch.empty(kv_heads, splits, group, dtype=torch.float32, device=query.device)
@@ -63,6 +63,8 @@ def decode_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tens
         query, keys, values, new_keys, new_values, index, partial, lse, scale, length, query.stride(1),
         keys.stride(1), keys.stride(2), values.stride(1), values.stride(2), new_keys.stride(1),
         new_values.stride(1), splits, WRITE=write,
+        # float32 models get float32 products (tl.dot would use TF32), as transformers' float32 SDPA does
+        PRECISION="ieee" if query.dtype == torch.float32 else "tf32",
         GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), D=d, SPLIT=SPLIT, BLOCK=BLOCK)
     out = torch.empty(1, heads, 1, d, dtype=query.dtype, device=query.device)
     _merge_kernel[(heads,)](partial, lse, out, splits, GROUP=group, D=d,
@@ -76,7 +78,7 @@ if triton is not None:
     def _partial_kernel(Q, K, V, NewK, NewV, Index, Partial, Lse, scale, length, q_head_stride, k_head_stride,
                         k_slot_stride, v_head_stride, v_slot_stride, new_k_head_stride, new_v_head_stride, splits,
                         WRITE: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, D: tl.constexpr,
-                        SPLIT: tl.constexpr, BLOCK: tl.constexpr):
+                        SPLIT: tl.constexpr, BLOCK: tl.constexpr, PRECISION: tl.constexpr):
         head = tl.program_id(0)
         split = tl.program_id(1)
         last = tl.load(Index)  # the new token's slot: attend over 0..last
@@ -87,7 +89,7 @@ if triton is not None:
         if WRITE:
             # only the program whose split holds the new slot writes it and only it reads it, after a barrier
             # (a block's global writes are visible to its own threads past __syncthreads)
-            mine = (dims < D) & (split == last // SPLIT)
+            mine = (dims < D) & (split == last // SPLIT) & (last < length)
             tl.store(K + head * k_head_stride + last * k_slot_stride + dims,
                      tl.load(NewK + head * new_k_head_stride + dims), mask=mine)
             tl.store(V + head * v_head_stride + last * v_slot_stride + dims,
@@ -103,14 +105,14 @@ if triton is not None:
             valid = slots < end
             k = tl.load(K + head * k_head_stride + slots[:, None] * k_slot_stride + dims[None, :],
                         mask=valid[:, None], other=0.0)
-            scores = tl.dot(q, tl.trans(k)) * scale  # [GROUP_PAD, BLOCK], fp32
+            scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # [GROUP_PAD, BLOCK], fp32
             scores = tl.where(valid[None, :], scores, float("-inf"))
             new_best = tl.maximum(best, tl.max(scores, 1))
             weights = tl.exp(scores - new_best[:, None])
             rescale = tl.exp(best - new_best)
             v = tl.load(V + head * v_head_stride + slots[:, None] * v_slot_stride + dims[None, :],
                         mask=valid[:, None], other=0.0)
-            acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v)
+            acc = acc * rescale[:, None] + tl.dot(weights.to(v.dtype), v, input_precision=PRECISION)
             total = total * rescale + tl.sum(weights, 1)
             best = new_best
         where = (head * splits + split) * GROUP + rows

@@ -30,7 +30,8 @@ def enabled() -> bool:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear`` for one row ``x`` [..., K] (any leading dims of size 1) by the kernel; anything else, and
     off CUDA (unless Triton's interpreter runs), by ``F.linear``."""
-    if x.numel() != x.shape[-1] or not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+    if (x.numel() != x.shape[-1] or weight.stride(1) != 1 or weight.dtype != x.dtype
+            or not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")):
         return F.linear(x, weight, bias)
     n, k = weight.shape
     out = torch.empty(*x.shape[:-1], n, dtype=x.dtype, device=x.device)
@@ -47,7 +48,7 @@ if triton is not None:
     @triton.jit
     def _gemv_kernel(W, X, Bias, Y, n, k, w_row_stride, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr,
                      BLOCK_K: tl.constexpr):
-        rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N).to(tl.int64)  # row * stride passes 2**31
         row_ok = rows < n
         acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
         for start in range(0, k, BLOCK_K):
