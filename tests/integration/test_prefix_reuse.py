@@ -70,3 +70,17 @@ def test_a_cancelled_follow_up_keeps_the_image_prefix_for_the_retry(tiny_engine)
     assert cancelled.finish_reason.value == "cancelled"
     retry = engine.generate(messages=follow_up(first, reply.text), max_tokens=8, seed=2)
     assert retry.metadata["prefix_reused_tokens"] >= reply.usage.prompt_tokens
+
+
+def test_a_same_size_picture_with_other_pixels_is_not_reused(tiny_engine):
+    # equal token ids (same size, so the same number of image tokens), other pixels: the image key tells them apart
+    engine = tiny_engine("qwen2_vl")
+    photo, repainted = Image.new("RGB", (320, 240), (200, 40, 40)), Image.new("RGB", (320, 240), (200, 40, 41))
+    first = conversation("qwen2_vl", photo)
+    reply = engine.generate(messages=first, max_tokens=8, ignore_eos=True, seed=1)
+    same = engine.generate(messages=follow_up(first, reply.text), max_tokens=4, seed=2)
+    assert same.metadata["prefix_reused_tokens"] >= reply.usage.prompt_tokens
+    swapped = follow_up(conversation("qwen2_vl", repainted), reply.text)
+    other = engine.generate(messages=swapped, max_tokens=4, seed=2)
+    assert other.usage.prompt_tokens == same.usage.prompt_tokens
+    assert other.metadata["prefix_reused_tokens"] == 0

@@ -116,7 +116,7 @@ class HFBackend:
                 encoded = self.tokenizer([text], return_tensors="pt", add_special_tokens=False)
         except (ValueError, TypeError) as err:
             raise InvalidRequest(f"the model's processor rejected the request: {err}") from err
-        image_key = image_inputs_digest(encoded) if self.reuses_prefix and images else ""
+        image_key = image_inputs_digest(encoded, images) if self.reuses_prefix and images else ""
         inputs = {k: self._to_device(v) for k, v in encoded.items()}
         ids = inputs["input_ids"][0]
         image_tokens = int((ids == self.image_token_id).sum()) if self.image_token_id is not None else 0

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from ...errors import OptascanError
@@ -14,14 +16,22 @@ from ...images.tokens import ProcessorLimits, processor_limits
 log = logging.getLogger(__name__)
 
 
-def image_inputs_digest(encoded: Any) -> str:
-    """A digest of every processor output but the token ids and masks (pixels, grids): the pictures' identity."""
+def image_inputs_digest(encoded: Any, images: Sequence[Any]) -> str:
+    """The pictures' identity: a digest of the images themselves (mode, size, pixels) and of the processor's
+    other image outputs (grids, sizes). The processor is deterministic, so equal images give equal pixel
+    tensors; hashing those instead cost ~30 ms a request for one 1024×768 image on Qwen2-VL (19 MB of float32
+    patches, copied, then hashed), in the TTFT of every request with an image."""
     digest = hashlib.blake2b(digest_size=16)
+    for image in images:
+        digest.update(f"{image.mode}{image.size}".encode())
+        digest.update(np.asarray(image))  # the buffer as it is: no copy to bytes
     for name in sorted(encoded.keys()):
         value = encoded[name]
-        if name not in ("input_ids", "attention_mask", "mm_token_type_ids") and isinstance(value, torch.Tensor):
+        if name in ("input_ids", "attention_mask", "mm_token_type_ids") or name.startswith("pixel_"):
+            continue
+        if isinstance(value, torch.Tensor):
             digest.update(name.encode())
-            digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy())
     return digest.hexdigest()
 
 
