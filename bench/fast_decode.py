@@ -71,6 +71,13 @@ VARIANTS = {"fast": {}, "fast_sdpa_attention": {"OPTASCAN_FAST_ATTENTION": "sdpa
 SWITCHES = ("OPTASCAN_FAST_COMPILE", "OPTASCAN_FAST_ATTENTION", "OPTASCAN_FAST_GEMV")
 
 
+def use_variant(name: str) -> None:
+    """Set the environment the next fast-engine load reads to ``VARIANTS[name]`` (the other switches unset)."""
+    for key in SWITCHES:
+        os.environ.pop(key, None)
+    os.environ.update(VARIANTS[name])
+
+
 def weight_bytes(*modules: torch.nn.Module) -> int:
     """Bytes of the modules' parameters, a tensor shared by two (tied embeddings and head) counted once."""
     unique = {p.data_ptr(): p.numel() * p.element_size() for m in modules for p in m.parameters()}
@@ -174,9 +181,7 @@ def main() -> None:
                 report_paths["hf_static_compile"] = {"error": f"{type(err).__name__}: {err}"[:500]}
         agreement = {}
         for name in args.variants.split(","):
-            for key in SWITCHES:
-                os.environ.pop(key, None)
-            os.environ.update(VARIANTS[name])
+            use_variant(name)
             if args.device.startswith("cuda"):
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()

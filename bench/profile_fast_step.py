@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optascan  # noqa: E402
-from bench.fast_decode import SIZES, SWITCHES, VARIANTS, bandwidth, weight_bytes  # noqa: E402
+from bench.fast_decode import SIZES, VARIANTS, bandwidth, use_variant, weight_bytes  # noqa: E402
 from bench.inputs import llava_checkpoint, qwen2_vl_checkpoint  # noqa: E402
 from bench.provenance import git_commit  # noqa: E402
 
@@ -105,10 +104,8 @@ def main() -> None:
         build = llava_checkpoint if args.size.startswith("llava") else qwen2_vl_checkpoint
         cuda = args.device == "cuda"
         path = build(Path(tmp) / "ckpt", SIZES.get(args.size, args.size), "bfloat16" if cuda else None)
-        for name, settings in VARIANTS.items():
-            for key in SWITCHES:
-                os.environ.pop(key, None)
-            os.environ.update(settings)
+        for name in VARIANTS:
+            use_variant(name)
             with optascan.load(path, device=args.device, engine="fast") as fast:
                 lm = fast.backend.language_model
                 report["floor_ms"] = weight_bytes(lm, fast.backend.model.lm_head) / bandwidth() * 1000

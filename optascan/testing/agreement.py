@@ -129,10 +129,8 @@ def against_float32(fast_engine: Any, path: str, prepared: Any, prefix: list[int
 @torch.inference_mode()
 def fast_logits_along(backend: Any, prepared: Any, tokens: list[int]) -> torch.Tensor:
     """The fast backend's logits [vocab] after its prefill of the prompt and decode steps over ``tokens``."""
-    embeds, positions = backend._prefill_inputs(prepared.inputs)
-    decoder, loop = backend.decoder, backend.decode_loop
-    n, next_position = embeds.shape[1], int(positions.max()) + 1
-    logits = decoder(embeds, 0, *decoder.rotary(positions))[:, -1].float()
+    logits, n, next_position = backend.prefill(prepared.inputs)
+    logits = logits[:, -1].float()
     for i, token in enumerate(tokens):
-        logits = loop.logits_after(token, n + i, next_position + i)
+        logits = backend.decode_loop.logits_after(token, n + i, next_position + i)
     return logits[0].float().clone()

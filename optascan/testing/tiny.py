@@ -78,7 +78,6 @@ _SPECIALS = {
         eot=_IM_END,
         image="<|vision_start|><|image_pad|><|vision_end|>",
     ),
-    "qwen2_5_vl": None,  # as qwen2_vl (set below)
     # Idefics3Processor expands "<image>" to <fake_token_around_image><global-img><image>*N<fake...>;
     # SmolVLM ends turns with <end_of_utterance>, which is also its eos.
     "idefics3": dict(
@@ -89,7 +88,7 @@ _SPECIALS = {
     ),
     "llama_text": dict(extra=[], named={}, eot=_IM_END, image=None),
 }
-_SPECIALS["qwen2_5_vl"] = _SPECIALS["qwen2_vl"]
+_SPECIALS["qwen2_5_vl"] = _SPECIALS["qwen2_vl"]  # the same tokenizer and template as Qwen2-VL
 
 # ChatML-like template. `content` may be a string or a list of {"type": "text"|"image"} parts.
 _TEMPLATE = (

@@ -10,9 +10,8 @@ Greedy and sampled decoding run the static decode step (``decoder.step``), token
 on CUDA, replays it as one captured CUDA graph per token with asynchronous token copies (``graphs.py``). A JSON
 schema (xgrammar's bitmask) or a repetition penalty needs the host between steps: the step is still a graph
 replay, the choice is made eagerly after it. CPU runs everything eagerly: that is what CI checks (logits and
-tokens equal to transformers); the CUDA graph path's checks are tests/gpu/check_fast.py, run on an H100
-through the device tool (the first run, before the buckets and the sampled graphs, passed cancel and EOS but
-not greedy agreement).
+tokens equal to transformers); the CUDA graph path's checks are tests/gpu/check_fast.py, run through the device
+tool (all passed on an H200: tests/gpu/results/fast_checks-h200-2026-11-25.json).
 """
 
 from __future__ import annotations
@@ -57,9 +56,9 @@ class FastBackend(HFBackend):
         self.context_length = self.cache_tokens
         self.decoder: CompactDecoder = build_from(self.language_model, self.model.lm_head, text_config,
                                                   max_tokens=self.cache_tokens)
-        # torch.compile of the one-token step: on by default on CUDA (H100: 1.3x the decode speed for ~0.5 s
-        # more warm-up, bench/results/fast_decode-h100-*.json); off elsewhere, where compiling costs more than
-        # it gains. OPTASCAN_FAST_COMPILE=1 or 0 overrides.
+        # torch.compile of the one-token step: on by default on CUDA (1.3x the decode speed on an H100, 1.5x on
+        # an H200 with our attention kernel, for 0.5-2.5 s more warm-up: bench/results/fast_decode-h*.json); off
+        # elsewhere, where compiling costs more than it gains. OPTASCAN_FAST_COMPILE=1 or 0 overrides.
         if compile_step is None:
             flag = os.environ.get("OPTASCAN_FAST_COMPILE")
             compile_step = flag == "1" if flag in ("0", "1") else self.device.startswith("cuda")
@@ -77,12 +76,7 @@ class FastBackend(HFBackend):
         self._cancel, self._stage, self._language_calls = cancel, "prefill", 0
         try:
             with torch.inference_mode():
-                embeds, positions = self._prefill_inputs(prepared.inputs)
-                n = embeds.shape[1]
-                decoder = self.decoder
-                check(cancel)
-                logits = decoder(embeds, 0, *decoder.rotary(positions))
-                next_position = int(positions.max()) + 1  # Qwen2-VL: text after an image continues from its end
+                logits, n, next_position = self.prefill(prepared.inputs, cancel)
                 self._stage = "decode"
                 if sampling.repetition_penalty == 1.0 and not sampling.json_schema:
                     return self._loop(logits, n, next_position, sampling, banned, cancel, on_token)
@@ -90,6 +84,16 @@ class FastBackend(HFBackend):
                                       cancel, on_token)
         finally:
             self._cancel = None
+
+    def prefill(self, inputs: dict[str, Any], cancel: CancelToken | None = None) -> tuple[torch.Tensor, int, int]:
+        """The prompt through the vision path and our decoder, from cache slot 0: (the last position's logits
+        [1, 1, vocab], the prompt's length = the next cache slot, the next rotary position)."""
+        embeds, positions = self._prefill_inputs(inputs)
+        if cancel is not None:
+            check(cancel)
+        logits = self.decoder(embeds, 0, *self.decoder.rotary(positions))
+        # Qwen2-VL: text after an image continues from the image's last position, not from the token count
+        return logits, embeds.shape[1], int(positions.max()) + 1
 
     def _stepwise(self, logits: torch.Tensor, prompt_ids: torch.Tensor, n: int, next_position: int,
                   sampling: Sampling, banned: list[int] | None, cancel: CancelToken, on_token: OnToken) -> None:
