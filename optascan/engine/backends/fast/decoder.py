@@ -58,8 +58,9 @@ class CompactDecoder(nn.Module):
         # one-token steps (compile_one_token_step compiles these): projections by our Triton kernel where
         # OPTASCAN_FAST_GEMV=triton (experimental), else torch's
         self.linear = gemv.linear if gemv.enabled() else F.linear
+        gated = gemv.gated_linear if gemv.enabled() else _silu_gate
         self.one_token_fns = (partial(_before_attention, linear=self.linear),
-                              partial(_after_attention, linear=self.linear), _finish)
+                              partial(_after_attention, linear=self.linear, gated=gated), _finish)
         self.compiled = False
         self.rotary_fn = _rotary_table  # the one-token step's (compiled with the step)
         # one-token steps attend with our Triton kernel where it runs (CUDA; OPTASCAN_FAST_ATTENTION=sdpa
@@ -191,13 +192,18 @@ def _before_attention(x: torch.Tensor, delta: torch.Tensor, norm: torch.Tensor, 
 
 def _after_attention(x: torch.Tensor, attn: torch.Tensor, o_weight: torch.Tensor, o_bias: torch.Tensor | None,
                      norm: torch.Tensor, gate_up_weight: torch.Tensor, down_weight: torch.Tensor,
-                     down_bias: torch.Tensor | None, eps: float, linear=F.linear) -> tuple[torch.Tensor, torch.Tensor]:
+                     down_bias: torch.Tensor | None, eps: float, linear=F.linear,
+                     gated=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Output projection and residual, then norm, fused gate/up, SiLU and down projection: the residual
     stream and the MLP's output, which the next layer adds (``_before_attention``'s delta)."""
     n = x.shape[1]
     x = x + linear(attn.transpose(1, 2).reshape(1, n, -1), o_weight, o_bias)
-    gate, up = linear(_rms(x, norm, eps), gate_up_weight).chunk(2, dim=-1)
-    return x, linear(F.silu(gate) * up, down_weight, down_bias)
+    return x, linear((gated or _silu_gate)(_rms(x, norm, eps), gate_up_weight), down_weight, down_bias)
+
+
+def _silu_gate(x: torch.Tensor, gate_up_weight: torch.Tensor) -> torch.Tensor:
+    gate, up = F.linear(x, gate_up_weight).chunk(2, dim=-1)
+    return F.silu(gate) * up
 
 
 def _finish(x: torch.Tensor, delta: torch.Tensor, norm: torch.Tensor, eps: float) -> torch.Tensor:
