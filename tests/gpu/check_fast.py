@@ -187,8 +187,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default="tests/gpu/results/fast_checks.json")
+    parser.add_argument("--only", default="", help="run the checks whose names contain this text")
     args = parser.parse_args()
-    return run_checks([functools.partial(check, device=args.device) for check in CHECKS], args.out, args.device)
+    chosen = [check for check in CHECKS if args.only in check.__name__]
+    return run_checks([functools.partial(check, device=args.device) for check in chosen], args.out, args.device)
 
 
 if __name__ == "__main__":
