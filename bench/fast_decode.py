@@ -63,11 +63,11 @@ def bandwidth() -> float:
         return H100_BANDWIDTH
     name = torch.cuda.get_device_name(0)
     return next((value for part, value in BANDWIDTH.items() if part in name), H100_BANDWIDTH)
-# the fast engine as it loads by default (on CUDA: one-token step compiled, our Triton decode attention), and
-# with one of the two switched off, to show what each is worth
-VARIANTS = {"fast": {}, "fast_sdpa_attention": {"OPTASCAN_FAST_ATTENTION": "sdpa"},
-            "fast_uncompiled": {"OPTASCAN_FAST_COMPILE": "0"},
-            "fast_triton_gemv": {"OPTASCAN_FAST_GEMV": "triton"}}  # experimental: projections by our kernel
+# the fast engine as it loads by default (on CUDA: one-token step compiled, our Triton decode attention and
+# projections), and with one of the three switched off, to show what each is worth
+VARIANTS = {"fast": {}, "fast_cublas_projections": {"OPTASCAN_FAST_GEMV": "torch"},
+            "fast_sdpa_attention": {"OPTASCAN_FAST_ATTENTION": "sdpa"},
+            "fast_uncompiled": {"OPTASCAN_FAST_COMPILE": "0"}}
 SWITCHES = ("OPTASCAN_FAST_COMPILE", "OPTASCAN_FAST_ATTENTION", "OPTASCAN_FAST_GEMV")
 
 

@@ -55,7 +55,7 @@ def sweep(name: str, shape: tuple[int, int]) -> dict:
     error = ((ours(None)().float() - reference).abs().max() / reference.abs().max()).item()
     to_fraction = w.numel() * 2 / bandwidth()
     cublas = timed((lambda: cublas_gated(x, w)) if gated else (lambda: F.linear(x, w)))
-    default = gemv.default_tile(kernel_rows, k)
+    default = gemv.default_tile(kernel_rows, k, gated)
     tiles = {}
     for tile in TILES:
         if tile.cols > max(16, 2 * k):

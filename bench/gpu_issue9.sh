@@ -28,8 +28,8 @@ if [ "$stage" = checks ]; then
     echo "profile rc=$?"
     exit 0
 fi
-variants=fast,fast_triton_gemv,fast_sdpa_attention
-[ "$stage" = qwen2.5-vl-3b ] && variants=fast,fast_triton_gemv,fast_sdpa_attention,fast_uncompiled
+variants=fast,fast_cublas_projections,fast_sdpa_attention
+[ "$stage" = qwen2.5-vl-3b ] && variants=fast,fast_cublas_projections,fast_sdpa_attention,fast_uncompiled
 for impl in linear triton; do
     timeout 60 python3 bench/matmul_ceiling.py --size "$stage" --impl $impl --out "$out/matmul-$impl-$stage.json" \
         >"$out/matmul-$impl.log" 2>&1

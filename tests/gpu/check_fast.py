@@ -7,8 +7,9 @@ Checks, on every family the fast engine supports (tiny checkpoints, bf16 on CUDA
 transformers engine for 64 tokens, or a first divergence that is a bf16 tie (the two tokens' logits within two
 bf16 spacings in transformers' own recomputed logits, or within its own drift: optascan.testing.agreement); the
 captured-graph loop stops at EOS without leaking the extra step (the demo model's answers); cancel within one
-step; warm-up ≤ 15 s at load, with the step compiled and our decode-attention kernel (the CUDA default), which is
-also checked against SDPA in bf16. The JSON-schema part needs xgrammar (carry its wheels: see docs in README).
+step; warm-up ≤ 15 s at load, with the step compiled and our decode-attention and projection kernels (the CUDA
+default), which are also checked against SDPA and float32 matmuls in bf16. The JSON-schema part needs
+xgrammar (carry its wheels: see docs in README).
 """
 
 from __future__ import annotations
@@ -76,8 +77,11 @@ def check_cancel_within_one_step(record, device):
 
 
 def check_default_step_is_compiled_with_kernel_attention(record, device):
-    """As the engine loads by default on CUDA: the one-token step compiled and our Triton decode attention;
+    """As the engine loads by default on CUDA: the one-token step compiled, our Triton decode attention and
+    projections;
     compile + capture at load ≤ 15 s (a cold inductor compile on a fresh machine), transformers' tokens."""
+    import torch.nn.functional as F
+
     from optascan.testing.agreement import first_divergence, greedy_ids
 
     path = build_tiny_checkpoint("qwen2_vl", ROOT / "qwen2_vl", text_size="small")
@@ -87,9 +91,11 @@ def check_default_step_is_compiled_with_kernel_attention(record, device):
     with optascan.load(path, device=device, engine="fast") as fast:
         record["compiled"] = fast.backend.decoder.compiled
         record["kernel_attention"] = fast.backend.decoder.kernel_attention
+        record["kernel_projections"] = fast.backend.decoder.linear is not F.linear
         record["warmup_s"] = fast.backend.warmup_s
         record["agreement"] = first_divergence(fast, prepared, expected, greedy_ids(fast, request, 64)[1])
-    assert record["compiled"] and record["kernel_attention"] and record["warmup_s"] <= 15
+    assert record["compiled"] and record["kernel_attention"] and record["kernel_projections"]
+    assert record["warmup_s"] <= 15
     assert not record["agreement"]["diverged"] or record["agreement"]["tie"], record["agreement"]
 
 
@@ -146,13 +152,14 @@ def check_fp32_graphs_match_transformers_greedy_and_seeded(record, device):
     assert not record["greedy"]["diverged"] or record["greedy"]["tie"], record["greedy"]
 
 
-def check_triton_gemv_in_bf16(record, device):
-    """The experimental one-row projection kernel (OPTASCAN_FAST_GEMV=triton) against a float32 matmul, in bf16,
-    on the benchmark models' projection shapes, and the engine with it on: transformers' tokens or a tie."""
+def check_projection_kernel_in_bf16(record, device):
+    """Our one-row projection kernel (the CUDA default) against a float32 matmul, in bf16, on the benchmark
+    models' projection shapes, plain and gated (silu(gate) * up); and the engine with cuBLAS projections instead
+    (OPTASCAN_FAST_GEMV=torch) still gives transformers' tokens or a tie."""
     import torch
     import torch.nn.functional as F
 
-    from optascan.engine.backends.fast.gemv import linear
+    from optascan.engine.backends.fast.gemv import gated_linear, linear
     from optascan.testing.agreement import first_divergence, greedy_ids
 
     torch.manual_seed(0)
@@ -162,13 +169,16 @@ def check_triton_gemv_in_bf16(record, device):
         x = torch.randn(1, 1, k, device=device, dtype=torch.bfloat16)
         ref = F.linear(x.float(), w.float())
         worst = max(worst, ((linear(x, w).float() - ref).abs().max() / ref.abs().max()).item())
+        gate, up = ref.chunk(2, dim=-1)
+        ref = F.silu(gate) * up
+        worst = max(worst, ((gated_linear(x, w).float() - ref).abs().max() / ref.abs().max()).item())
     record["max_relative_error"] = worst
     assert worst < 1e-2
     path = build_tiny_checkpoint("qwen2_vl", ROOT / "qwen2_vl", text_size="small")
     request = dict(prompt="Describe the picture.", images=[PHOTO])
     with optascan.load(path, device=device, engine="hf") as hf:
         prepared, expected = greedy_ids(hf, request, 64)
-    os.environ["OPTASCAN_FAST_GEMV"] = "triton"
+    os.environ["OPTASCAN_FAST_GEMV"] = "torch"
     try:
         with optascan.load(path, device=device, engine="fast") as fast:
             record["agreement"] = first_divergence(fast, prepared, expected, greedy_ids(fast, request, 64)[1])
@@ -180,7 +190,7 @@ def check_triton_gemv_in_bf16(record, device):
 CHECKS = [check_greedy_matches_transformers, check_fp32_graphs_match_transformers_greedy_and_seeded,
           check_demo_answers_stop_at_eos, check_cancel_within_one_step,
           check_default_step_is_compiled_with_kernel_attention, check_decode_attention_kernel_in_bf16,
-          check_triton_gemv_in_bf16]
+          check_projection_kernel_in_bf16]
 
 
 def main() -> int:

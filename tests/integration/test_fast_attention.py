@@ -1,4 +1,4 @@
-"""The fast engine's Triton kernels — decode attention, and the experimental one-row projection (gemv) — run
+"""The fast engine's Triton kernels — decode attention, and the one-row projections (gemv) — run
 here through Triton's interpreter (TRITON_INTERPRET=1, in a child process: the variable must be set before
 Triton is imported). bf16 is checked on the GPU
 (tests/gpu/check_fast.py): the interpreter's bf16 dot product is wrong even for Triton's own example."""
@@ -52,19 +52,29 @@ KERNEL_CASES = textwrap.dedent("""
 GEMV_CASES = textwrap.dedent("""
     import json, torch
     import torch.nn.functional as F
-    from optascan.engine.backends.fast.gemv import linear
+    from optascan.engine.backends.fast.gemv import Tile, gated_linear, linear
     torch.manual_seed(0)
     results = []
-    # (rows, columns, bias, dtype): row and column counts that are no multiple of the blocks, a long K, a wide N
-    for n, k, bias, dtype in [(40, 64, False, torch.float32), (37, 1000, True, torch.float32),
-                              (8200, 48, False, torch.float16), (24, 1300, True, torch.float16)]:
+    # (rows, columns, bias, dtype, tile): row and column counts that are no multiple of the blocks, a long K, a
+    # wide N (each default tile rule once), then tiles that loop over K several times with a partial last row
+    # block; the gated form (silu(gate) * up through a fused gate/up weight) by default and by a given tile
+    for n, k, bias, dtype, tile in [(40, 64, False, torch.float32, None), (37, 1000, True, torch.float32, None),
+                                    (8200, 48, False, torch.float16, None), (24, 1300, True, torch.float16, None),
+                                    (37, 300, True, torch.float32, Tile(4, 64, 2)),
+                                    (37, 300, False, torch.float32, Tile(2, 128, 4))]:
         w = torch.randn(n, k, dtype=dtype) * 0.05
         b = torch.randn(n, dtype=dtype) if bias else None
         x = torch.randn(1, 1, k, dtype=dtype)
-        out = linear(x, w, b)
+        out = linear(x, w, b, tile)
         ref = F.linear(x.float(), w.float(), None if b is None else b.float())
-        results.append({"case": [n, k, bias, str(dtype)], "shape_ok": out.shape == ref.shape and out.dtype == dtype,
-                        "error": (out.float() - ref).abs().max().item()})
+        results.append({"case": [n, k, bias, str(dtype), tile], "shape_ok": out.shape == ref.shape
+                        and out.dtype == dtype, "error": (out.float() - ref).abs().max().item()})
+    for half, k, tile in [(37, 300, None), (37, 300, Tile(4, 64, 2)), (20, 2100, None)]:
+        w, x = torch.randn(2 * half, k) * 0.05, torch.randn(1, 1, k)
+        gate, up = F.linear(x, w).chunk(2, dim=-1)
+        ref, out = F.silu(gate) * up, gated_linear(x, w, tile)
+        results.append({"case": ["gated", half, k, tile], "shape_ok": out.shape == ref.shape,
+                        "error": (out - ref).abs().max().item()})
     two_rows = torch.randn(2, 64)  # more than one row: F.linear's job
     results.append({"case": "two rows", "shape_ok": True,
                     "error": (linear(two_rows, torch.ones(8, 64)) - two_rows.sum(-1, keepdim=True)).abs().max().item()})

@@ -55,10 +55,10 @@ class CompactDecoder(nn.Module):
         self.norm_final: torch.Tensor | None = None
         self.embed: nn.Embedding | None = None
         self.lm_head: nn.Linear | None = None
-        # one-token steps (compile_one_token_step compiles these): projections by our Triton kernel where
-        # OPTASCAN_FAST_GEMV=triton (experimental), else torch's
-        self.linear = gemv.linear if gemv.enabled() else F.linear
-        gated = gemv.gated_linear if gemv.enabled() else _silu_gate
+        # one-token steps (compile_one_token_step compiles these): projections by our Triton kernel on CUDA
+        # (OPTASCAN_FAST_GEMV=torch keeps cuBLAS, for comparison), else torch's
+        self.linear = gemv.linear if gemv.enabled(device) else F.linear
+        gated = gemv.gated_linear if gemv.enabled(device) else _silu_gate
         self.one_token_fns = (partial(_before_attention, linear=self.linear),
                               partial(_after_attention, linear=self.linear, gated=gated), _finish)
         self.compiled = False

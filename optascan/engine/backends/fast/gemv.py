@@ -1,13 +1,13 @@
-"""One token's projections (a matrix times one row) as a Triton kernel — experimental, off by default.
+"""One token's projections (a matrix times one row) as a Triton kernel: the fast engine's on CUDA.
 
 Why: a decode step is mostly its projections, each one row through a weight matrix, so bound by reading the
-weights. cuBLAS reaches 31–39 % of an H200's bandwidth on Qwen2.5-VL-3B's small q/k/v and o matrices and 64–76 %
-on the MLP's (bench/results/matmul_ceiling-*.json), and adds a split-K reduction kernel to the down projection.
-This kernel gives each program a few rows and streams them whole along K, so every weight byte is read once,
-coalesced, with no second pass; its tile (rows per program, columns per load, warps) comes from
-``bench/gemv_sweep.py`` on the GPU. Whether it beats cuBLAS is for the GPU to say: ``OPTASCAN_FAST_GEMV=triton``
-switches it on (``bench/matmul_ceiling.py --impl triton`` and the fast_decode variant ``fast_triton_gemv``
-measure it); tests check it through Triton's interpreter.
+weights. On an H100, cuBLAS reads Qwen2.5-VL-3B's q/k/v and o weights at 47–56 % of the bandwidth and the MLP's
+at 66–67 % (with a split-K reduction kernel after the down projection). This kernel gives each program one or two
+rows and streams them whole along K, so every weight byte is read once, coalesced, with no second pass; the
+MLP's gate and up halves are read by the same program and leave as ``silu(gate) * up``. Its tiles come from
+``bench/gemv_sweep.py`` (bench/results/gemv_sweep-*.json): 1.1–1.6× cuBLAS on every projection of the three
+benchmark models. ``OPTASCAN_FAST_GEMV=torch`` turns it off (cuBLAS); ``=triton`` turns it on off CUDA too,
+where Triton's interpreter runs it (the tests).
 """
 
 from __future__ import annotations
@@ -31,17 +31,29 @@ class Tile(NamedTuple):
     warps: int
 
 
-def enabled() -> bool:
-    return triton is not None and os.environ.get("OPTASCAN_FAST_GEMV") == "triton"
+def enabled(device: torch.device | str) -> bool:
+    """Whether the fast engine's one-token projections use the kernel on ``device``: on CUDA unless
+    OPTASCAN_FAST_GEMV=torch, elsewhere only if OPTASCAN_FAST_GEMV=triton (Triton's interpreter, for tests)."""
+    choice = os.environ.get("OPTASCAN_FAST_GEMV", "")
+    if triton is None or choice == "torch":
+        return False
+    return choice == "triton" or torch.device(device).type == "cuda"
 
 
-def default_tile(n: int, k: int) -> Tile:
-    """A tile for an [n, k] weight: enough programs to keep every SM reading (a few per SM), each load a few KB."""
-    cols = min(1024, max(16, triton.next_power_of_2(k)))
-    rows = 1
-    while rows < 16 and triton.cdiv(n, rows * 2) >= 1024 and rows * 2 * cols <= 8192:
-        rows *= 2
-    return Tile(rows, cols, 4)
+def default_tile(n: int, k: int, gated: bool = False) -> Tile:
+    """The tile for an [n, k] weight (n: output rows; the gate half's for the gated form). From the H100 sweep
+    (bench/results/gemv_sweep-h100-*.json), within 2 % of its best tile on every projection it timed: the
+    fused gate/up and the tall down projection one row per program, small square ones two rows in short loads
+    with few warps, large ones (the head) two rows in long loads with eight warps."""
+    if gated:
+        tile = Tile(1, 2048, 2)
+    elif k >= 2 * n:
+        tile = Tile(1, 1024, 4)
+    elif n <= 8192:
+        tile = Tile(2, 512, 2)
+    else:
+        tile = Tile(2, 2048, 8)
+    return tile._replace(cols=min(tile.cols, max(16, triton.next_power_of_2(k))))
 
 
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's interpreter runs kernels on CPU tensors (tests)
@@ -69,7 +81,7 @@ def gated_linear(x: torch.Tensor, gate_up_weight: torch.Tensor, tile: Tile | Non
         gate, up = F.linear(x, gate_up_weight).chunk(2, dim=-1)
         return F.silu(gate) * up
     n, k = gate_up_weight.shape
-    return _launch(x, gate_up_weight, None, n // 2, k, tile or default_tile(n // 2, k), gated=True)
+    return _launch(x, gate_up_weight, None, n // 2, k, tile or default_tile(n // 2, k, gated=True), gated=True)
 
 
 def _launch(x, weight, bias, n, k, tile: Tile, gated: bool) -> torch.Tensor:
