@@ -18,28 +18,31 @@ pytest.importorskip("triton")
 KERNEL_CASES = textwrap.dedent("""
     import json, torch
     import torch.nn.functional as F
-    from optascan.engine.backends.fast.attention import SPLIT, available, decode_attention
+    from optascan.engine.backends.fast.attention import available, decode_attention, split_for
     torch.manual_seed(0)
     results = []
-    # (heads, kv_heads, head_dim, cache slots, new token's slot, dtype): grouped and multi-head attention,
-    # the first slot, the last slot, split edges, a cache length that is no multiple of a split
-    cases = [(16, 2, 128, 512, 300, torch.float32), (4, 4, 32, 256, 0, torch.float32),
-             (8, 2, 64, 384, 383, torch.float16), (6, 2, 16, 200, SPLIT - 1, torch.float32),
-             (6, 2, 16, 200, SPLIT, torch.float32), (28, 4, 128, 3 * SPLIT + 5, 3 * SPLIT + 1, torch.float16)]
-    for heads, kv, d, slots, last, dtype in cases:
+    # (heads, kv_heads, head_dim, cache slots, new token's slot, dtype, slots per program): grouped and
+    # multi-head attention, the first slot, the last slot, split edges (the default split's and given ones), a
+    # cache length that is no multiple of a split
+    s = split_for(2, 200)
+    cases = [(16, 2, 128, 512, 300, torch.float32, None), (4, 4, 32, 256, 0, torch.float32, None),
+             (8, 2, 64, 384, 383, torch.float16, None), (6, 2, 16, 200, s - 1, torch.float32, None),
+             (6, 2, 16, 200, s, torch.float32, None), (28, 4, 128, 3 * 128 + 5, 3 * 128 + 1, torch.float16, 128),
+             (6, 2, 16, 200, 64, torch.float32, 64), (6, 2, 16, 200, 63, torch.float32, 16)]
+    for heads, kv, d, slots, last, dtype, split in cases:
         q = torch.randn(1, heads, 1, d, dtype=dtype)
         k, v = (torch.randn(1, kv, slots, d, dtype=dtype) for _ in range(2))
         k[:, :, last + 1:] = 1e4  # garbage after the new token must not count
-        out = decode_attention(q, k, v, torch.tensor([last]))
+        out = decode_attention(q, k, v, torch.tensor([last]), split=split)
         ref = F.scaled_dot_product_attention(q.float(), k[:, :, :last + 1].float(), v[:, :, :last + 1].float(),
                                              enable_gqa=True)
         # the fused cache write: the new key and value land in slot ``last`` and are attended to
         new_k, new_v = (torch.randn(1, kv, 1, d, dtype=dtype) for _ in range(2))
-        written = decode_attention(q, k, v, torch.tensor([last]), new_keys=new_k, new_values=new_v)
+        written = decode_attention(q, k, v, torch.tensor([last]), new_keys=new_k, new_values=new_v, split=split)
         k_ref, v_ref = k[:, :, :last + 1].float().clone(), v[:, :, :last + 1].float().clone()
         k_ref[:, :, last:last + 1], v_ref[:, :, last:last + 1] = new_k.float(), new_v.float()
         ref_written = F.scaled_dot_product_attention(q.float(), k_ref, v_ref, enable_gqa=True)
-        results.append({"case": [heads, kv, d, slots, last, str(dtype)], "available": available(q),
+        results.append({"case": [heads, kv, d, slots, last, str(dtype), split], "available": available(q),
                         "shape_ok": out.shape == q.shape and out.dtype == q.dtype,
                         "error": (out.float() - ref).abs().max().item(),
                         "written_error": (written.float() - ref_written).abs().max().item(),
@@ -117,7 +120,7 @@ def _run(script: str, *args: str, **env_vars: str) -> object:
 def test_the_kernel_equals_attention_over_the_valid_slots():
     for result in _run(KERNEL_CASES):
         assert result["available"] and result["shape_ok"], result
-        tolerance = 2e-3 if "float16" in result["case"][-1] else 1e-5
+        tolerance = 2e-3 if "float16" in str(result["case"]) else 1e-5
         assert result["error"] < tolerance and result["written_error"] < tolerance, result
         assert result["slot_written"] and result["rest_untouched"], result
 
