@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue #9's GPU runs through the device tool, one stage per call (each fits its 10-minute limit):
 #
-#   run: OPTASCAN_SOURCE_COMMIT=<sha> bash bench/gpu_issue9.sh checks   (carry: gpu-wheels)
+#   run: OPTASCAN_SOURCE_COMMIT=<sha> bash bench/gpu_issue9.sh checks   (carry: gpu-wheels; + kernel sweeps)
 #   run: OPTASCAN_SOURCE_COMMIT=<sha> bash bench/gpu_issue9.sh qwen2.5-vl-3b      (or -7b, llava-1.5-7b)
 #
 # Results land in $OUT; copy them to tests/gpu/results/ and bench/results/ with the device name and date.
@@ -20,22 +20,19 @@ if [ "$stage" = checks ]; then
     if ls gpu-wheels/*.whl >/dev/null 2>&1; then
         pip install -q --no-deps --target /tmp/site gpu-wheels/*.whl >"$out/pip.log" 2>&1
     fi
-    timeout 240 python3 tests/gpu/check_fast.py --out "$out/fast_checks.json" >"$out/check.log" 2>&1
+    timeout 330 python3 tests/gpu/check_fast.py --out "$out/fast_checks.json" >"$out/check.log" 2>&1
     echo "check rc=$?"
     grep -E "PASS|FAIL|passed" "$out/check.log"
-    timeout 200 python3 bench/profile_fast_step.py --size qwen2.5-vl-3b --out "$out/profile-3b.json" \
-        >"$out/profile.log" 2>&1
-    echo "profile rc=$?"
+    timeout 120 python3 bench/attention_split.py --out "$out/attention_split.json" >"$out/attention.log" 2>&1
+    echo "attention_split rc=$?"
+    timeout 120 python3 bench/gemv_sweep.py --sizes qwen2.5-vl-3b,qwen2.5-vl-7b,llava-1.5-7b \
+        --out "$out/gemv_sweep.json" >"$out/gemv.log" 2>&1
+    echo "gemv_sweep rc=$?"
     exit 0
 fi
 variants=fast,fast_cublas_projections,fast_sdpa_attention
 [ "$stage" = qwen2.5-vl-3b ] && variants=fast,fast_cublas_projections,fast_sdpa_attention,fast_uncompiled
-for impl in linear triton; do
-    timeout 60 python3 bench/matmul_ceiling.py --size "$stage" --impl $impl --out "$out/matmul-$impl-$stage.json" \
-        >"$out/matmul-$impl.log" 2>&1
-    echo "matmul $impl rc=$?"
-done
-timeout 500 python3 bench/fast_decode.py --device cuda --size "$stage" --runs 2 --variants "$variants" \
+timeout 420 python3 bench/fast_decode.py --device cuda --size "$stage" --runs 2 --variants "$variants" \
     --out "$out/fast_decode-$stage.json" >"$out/bench.log" 2>&1
 echo "bench rc=$?"
 python3 - "$out/fast_decode-$stage.json" <<'EOF'
@@ -45,3 +42,11 @@ for name, values in report["paths"].items():
     print(name, {k: round(v, 3) for k, v in values.items() if isinstance(v, float)})
 print("agreement", report["greedy_agreement"])
 EOF
+for impl in linear triton; do
+    timeout 45 python3 bench/matmul_ceiling.py --size "$stage" --impl $impl --out "$out/matmul-$impl-$stage.json" \
+        >"$out/matmul-$impl.log" 2>&1
+    echo "matmul $impl rc=$?"
+done
+timeout 90 python3 bench/profile_fast_step.py --size "$stage" --variants fast,fast_cublas_projections \
+    --out "$out/profile-$stage.json" >"$out/profile.log" 2>&1
+echo "profile rc=$?"

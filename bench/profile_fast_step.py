@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--slot", type=int, default=1100, help="the new token's cache slot")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     report: dict = {"benchmark": "profile_fast_step", "size": args.size, **git_commit(),
@@ -104,7 +105,7 @@ def main() -> None:
         build = llava_checkpoint if args.size.startswith("llava") else qwen2_vl_checkpoint
         cuda = args.device == "cuda"
         path = build(Path(tmp) / "ckpt", SIZES.get(args.size, args.size), "bfloat16" if cuda else None)
-        for name in VARIANTS:
+        for name in args.variants.split(","):
             use_variant(name)
             with optascan.load(path, device=args.device, engine="fast") as fast:
                 lm = fast.backend.language_model

@@ -28,7 +28,7 @@ KERNEL_CASES = textwrap.dedent("""
     cases = [(16, 2, 128, 512, 300, torch.float32, None), (4, 4, 32, 256, 0, torch.float32, None),
              (8, 2, 64, 384, 383, torch.float16, None), (6, 2, 16, 200, s - 1, torch.float32, None),
              (6, 2, 16, 200, s, torch.float32, None), (28, 4, 128, 3 * 128 + 5, 3 * 128 + 1, torch.float16, 128),
-             (6, 2, 16, 200, 64, torch.float32, 64), (6, 2, 16, 200, 63, torch.float32, 16)]
+             (6, 2, 16, 200, 32, torch.float32, 32), (6, 2, 16, 200, 63, torch.float32, 16)]
     for heads, kv, d, slots, last, dtype, split in cases:
         q = torch.randn(1, heads, 1, d, dtype=dtype)
         k, v = (torch.randn(1, kv, slots, d, dtype=dtype) for _ in range(2))

@@ -28,15 +28,16 @@ except ImportError:  # CPU-only installs: the decoder keeps SDPA
 
 SPLIT = 128  # the most cache slots per program
 BLOCK = 64  # the most slots per inner iteration
-PROGRAMS = 256  # what the split aims at over a whole cache bucket: enough to give every SM of an H100 work
+PROGRAMS = 256  # what the split aims at over a whole cache bucket
 
 
 def split_for(kv_heads: int, length: int) -> int:
-    """Cache slots per program for ``kv_heads`` heads over a ``length``-slot cache: SPLIT, or fewer where few
-    key/value heads would leave most SMs idle (Qwen2.5-VL-3B has 2: at 128 slots a 1,100-token context is 18
-    programs on 132 SMs), down to 32 (below that the merge's partials cost more than the split saves)."""
+    """Cache slots per program for ``kv_heads`` heads over a ``length``-slot cache: SPLIT, or 64 where few
+    key/value heads would leave most SMs idle. On an H100 (bench/results/attention_split-*.json) a layer's
+    attention costs ~7 µs at any split for Qwen2.5-VL's 2 and 4 key/value heads — two kernels' latency, not the
+    1–4 MB read — with 64 a little ahead for 4; LLaVA's 32 heads want 128 (10 µs; 15 µs at 32)."""
     split = SPLIT
-    while split > 32 and kv_heads * triton.cdiv(length, split) < PROGRAMS:
+    while split > 64 and kv_heads * triton.cdiv(length, split) < PROGRAMS:
         split //= 2
     return split
 

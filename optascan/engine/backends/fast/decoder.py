@@ -155,6 +155,12 @@ class CompactDecoder(nn.Module):
         layer, which bounds a small model's speed more than its weights do). Every layer has the same shapes,
         so each part compiles once, whatever the number of layers; attention stays outside, so the cache
         buckets need no recompiles. Compiles on first use (the loop's warm-up, before graph capture)."""
+        # torch.compile keeps one cache per function, shared by every decoder of the process; a process that
+        # loads model after model (a server, the GPU checks) adds entries each time, and dynamo's default limit
+        # of 8 then fails the 9th load (fullgraph=True makes it an error, not a silent fallback)
+        dynamo = torch._dynamo.config
+        dynamo.recompile_limit = max(dynamo.recompile_limit, 256)
+        dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4096)
         self.one_token_fns = tuple(torch.compile(fn, fullgraph=True, dynamic=False) for fn in self.one_token_fns)
         self.rotary_fn = torch.compile(_rotary_table, fullgraph=True, dynamic=False)  # one kernel, not ~10
         self.compiled = True
