@@ -64,11 +64,12 @@ def bandwidth() -> float:
     name = torch.cuda.get_device_name(0)
     return next((value for part, value in BANDWIDTH.items() if part in name), H100_BANDWIDTH)
 # the fast engine as it loads by default (on CUDA: one-token step compiled, our Triton decode attention and
-# projections), and with one of the three switched off, to show what each is worth
+# projections, Qwen2-VL vision attention packed), and with one of them switched off, to show what each is worth
 VARIANTS = {"fast": {}, "fast_cublas_projections": {"OPTASCAN_FAST_GEMV": "torch"},
             "fast_sdpa_attention": {"OPTASCAN_FAST_ATTENTION": "sdpa"},
-            "fast_uncompiled": {"OPTASCAN_FAST_COMPILE": "0"}}
-SWITCHES = ("OPTASCAN_FAST_COMPILE", "OPTASCAN_FAST_ATTENTION", "OPTASCAN_FAST_GEMV")
+            "fast_uncompiled": {"OPTASCAN_FAST_COMPILE": "0"},
+            "fast_looped_vision": {"OPTASCAN_FAST_VISION": "loop"}}
+SWITCHES = ("OPTASCAN_FAST_COMPILE", "OPTASCAN_FAST_ATTENTION", "OPTASCAN_FAST_GEMV", "OPTASCAN_FAST_VISION")
 
 
 def use_variant(name: str) -> None:
@@ -92,15 +93,16 @@ def sync(device: str) -> None:
 def timed_engine(engine, request: dict, new_tokens: int, runs: int, device: str) -> dict:
     # every run is cold: the HF backend would otherwise reuse the identical prompt's KV cache (issue #7)
     cold = engine.backend.forget_prefix
-    ttft, total, texts = [], [], set()
+    ttft, preprocess, total, texts = [], [], [], set()
     engine.generate(**request, max_tokens=4, ignore_eos=True)  # warm
     for _ in range(runs):
         cold()
         sync(device)
         start = time.perf_counter()
-        engine.generate(**request, max_tokens=1, ignore_eos=True)
+        first = engine.generate(**request, max_tokens=1, ignore_eos=True)
         sync(device)
         ttft.append(time.perf_counter() - start)
+        preprocess.append(first.timings.preprocess_s)
         cold()
         start = time.perf_counter()
         result = engine.generate(**request, max_tokens=new_tokens, ignore_eos=True)
@@ -109,8 +111,28 @@ def timed_engine(engine, request: dict, new_tokens: int, runs: int, device: str)
         texts.add(result.text)
     t, w = statistics.median(ttft), statistics.median(total)
     cold()
-    return {"ttft_ms": t * 1000, "total_s": w, "decode_tok_s": (new_tokens - 1) / max(w - t, 1e-9),
-            "tokens": result.text, "runs_agree": len(texts) == 1}
+    return {"ttft_ms": t * 1000, "preprocess_ms": statistics.median(preprocess) * 1000, "total_s": w,
+            "decode_tok_s": (new_tokens - 1) / max(w - t, 1e-9), "tokens": result.text, "runs_agree": len(texts) == 1}
+
+
+def prefill_parts(engine, prepared, runs: int, device: str) -> dict:
+    """The fast engine's time to first token past preprocessing, in its two parts: the vision tower and the
+    merge of its features into the prompt (transformers' code, up to the language model), then our decoder's
+    prefill."""
+    backend, vision, decoder = engine.backend, [], []
+    with torch.inference_mode():
+        for _ in range(runs + 1):  # the first warms
+            sync(device)
+            start = time.perf_counter()
+            embeds, positions = backend._prefill_inputs(prepared.inputs)
+            sync(device)
+            middle = time.perf_counter()
+            backend.decoder(embeds, 0, *backend.decoder.rotary(positions))
+            sync(device)
+            vision.append(middle - start)
+            decoder.append(time.perf_counter() - middle)
+    return {"vision_and_merge_ms": statistics.median(vision[1:]) * 1000,
+            "decoder_prefill_ms": statistics.median(decoder[1:]) * 1000}
 
 
 def timed_hf_static(path: Path, inputs: dict, eos: list[int], new_tokens: int, runs: int, device: str,
@@ -189,7 +211,8 @@ def main() -> None:
             with optascan.load(path, device=args.device, engine="fast") as fast:
                 load_s = time.perf_counter() - start
                 report_paths[name] = timed_engine(fast, request, args.new_tokens, args.runs, args.device)
-                report_paths[name].update(load_s=load_s, warmup_s=fast.backend.warmup_s)
+                report_paths[name].update(load_s=load_s, warmup_s=fast.backend.warmup_s,
+                                          **prefill_parts(fast, prepared, args.runs, args.device))
                 if args.device.startswith("cuda"):
                     report_paths[name]["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
                 # the fast backend's transformers model holds the same weights: it recomputes reference logits

@@ -30,8 +30,9 @@ if [ "$stage" = checks ]; then
     echo "gemv_sweep rc=$?"
     exit 0
 fi
-variants=fast,fast_cublas_projections,fast_sdpa_attention
-[ "$stage" = qwen2.5-vl-3b ] && variants=fast,fast_cublas_projections,fast_sdpa_attention,fast_uncompiled
+variants=fast,fast_cublas_projections,fast_looped_vision,fast_sdpa_attention
+[ "$stage" = qwen2.5-vl-3b ] && variants=$variants,fast_uncompiled
+[ "$stage" = llava-1.5-7b ] && variants=fast,fast_cublas_projections,fast_sdpa_attention
 timeout 420 python3 bench/fast_decode.py --device cuda --size "$stage" --runs 2 --variants "$variants" \
     --out "$out/fast_decode-$stage.json" >"$out/bench.log" 2>&1
 echo "bench rc=$?"
@@ -47,6 +48,6 @@ for impl in linear triton; do
         >"$out/matmul-$impl.log" 2>&1
     echo "matmul $impl rc=$?"
 done
-timeout 90 python3 bench/profile_fast_step.py --size "$stage" --variants fast,fast_cublas_projections \
+[ "${PROFILE:-1}" = 1 ] && timeout 150 python3 bench/profile_fast_step.py --size "$stage" --variants fast \
     --out "$out/profile-$stage.json" >"$out/profile.log" 2>&1
 echo "profile rc=$?"
