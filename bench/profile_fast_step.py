@@ -88,6 +88,42 @@ def profile(fast, steps: int, cuda: bool, slot: int) -> dict:
             "kernel_us_per_step_by_kind": by_kind, "top_kernels_us_per_step": dict(top), "bucket": length}
 
 
+def profile_prefill(fast, tokens: int, cuda: bool) -> dict:
+    """Our decoder's prefill of ``tokens`` prompt embeddings (random, as the vision merge would hand them): its
+    time and the kernels it spends it in — the language model's share of time to first token."""
+    decoder = fast.backend.decoder
+    hidden = decoder.embed.weight.shape[1]
+    embeds = torch.randn(1, tokens, hidden, dtype=decoder.k_cache.dtype, device=decoder.k_cache.device) * 0.02
+    positions = torch.arange(tokens, device=embeds.device)
+    if decoder.shape.mrope_section:
+        positions = positions.expand(3, tokens)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    with torch.inference_mode():
+        times = []
+        for _ in range(6):
+            sync()
+            start = time.perf_counter()
+            decoder(embeds, 0, *decoder.rotary(positions))
+            sync()
+            times.append(time.perf_counter() - start)
+        activity = torch.profiler.ProfilerActivity.CUDA if cuda else torch.profiler.ProfilerActivity.CPU
+        with torch.profiler.profile(activities=[activity]) as prof:
+            decoder(embeds, 0, *decoder.rotary(positions))
+            sync()
+    device_type = torch.autograd.DeviceType.CUDA if cuda else torch.autograd.DeviceType.CPU
+    by_name: dict[str, float] = {}
+    for event in prof.events():
+        if event.device_type == device_type and (cuda or event.name.startswith("aten::")):
+            by_name[event.name] = by_name.get(event.name, 0.0) + event.time_range.elapsed_us()
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:15]
+    return {"tokens": tokens, "prefill_ms": statistics.median(times[1:]) * 1000,
+            "kernel_ms": sum(by_name.values()) / 1000, "top_kernels_us": dict(top)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="qwen2.5-vl-3b", choices=[*SIZES, "small"])
@@ -111,6 +147,7 @@ def main() -> None:
                 lm = fast.backend.language_model
                 report["floor_ms"] = weight_bytes(lm, fast.backend.model.lm_head) / bandwidth() * 1000
                 report[name] = profile(fast, args.steps, cuda, args.slot)
+                report[name]["prefill"] = profile_prefill(fast, args.slot - 77, cuda)
                 report[name]["warmup_s"] = fast.backend.warmup_s
     text = json.dumps(report, indent=2)
     if args.out:

@@ -39,3 +39,16 @@ def test_packed_vision_attention_gives_transformers_logits(tiny_dir, family, mon
     assert calls == [True] * depth  # every layer, packed
     assert model.config.get_text_config()._attn_implementation == "sdpa"  # the language model untouched
     assert (packed - reference).abs().max().item() < 1e-4
+
+
+def test_only_the_fast_engine_processes_images_on_its_gpu(tiny_dir):
+    """The fast engine asks transformers' torchvision image processor to work on the model's GPU; the
+    transformers engine, the reference path, keeps the CPU (the GPU run itself is in the device checks)."""
+    import optascan
+
+    for engine, expected in (("fast", True), ("hf", False)):
+        with optascan.load(tiny_dir("qwen2_5_vl"), device="cpu", engine=engine) as loaded:
+            backend = loaded.backend
+            assert not backend._processes_on_device()  # a CPU model: nothing to move
+            backend.device = "cuda"  # the predicate alone: nothing runs on it here
+            assert backend._processes_on_device() is expected

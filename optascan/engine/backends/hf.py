@@ -60,6 +60,9 @@ _PREFIX_REUSE_FAMILIES = frozenset({"llava", "qwen2_vl", "qwen2_5_vl", "idefics3
 
 class HFBackend:
     name = "hf"
+    # the transformers engine is the reference path: images are processed on the CPU, as transformers does by
+    # default (the fast engine processes them on its GPU: FastBackend)
+    images_on_device = False
 
     def __init__(self, path: str | Path, *, device: str = "auto", dtype: str | None = None,
                  memory_fraction: float = 0.9) -> None:
@@ -109,8 +112,9 @@ class HFBackend:
         try:
             if self.processor is not None:
                 text = self._template(self.processor, list(conversation.messages))
+                on_device = {"device": self.device} if images and self._processes_on_device() else {}
                 encoded = self.processor(text=[text], images=list(images) or None, return_tensors="pt",
-                                         add_special_tokens=False)
+                                         add_special_tokens=False, **on_device)
             else:
                 text = self._template(self.tokenizer, conversation.as_text_messages())
                 encoded = self.tokenizer([text], return_tensors="pt", add_special_tokens=False)
@@ -122,6 +126,12 @@ class HFBackend:
         image_tokens = int((ids == self.image_token_id).sum()) if self.image_token_id is not None else 0
         return Prepared(inputs=inputs, prompt_tokens=int(ids.shape[0]), image_tokens=image_tokens,
                         prompt_tail=tuple(ids[-8:].tolist()), image_key=image_key)
+
+    def _processes_on_device(self) -> bool:
+        """Whether images go through the image processor on the model's GPU: where the engine asks for it and
+        the processor is torchvision-based (transformers' ``device`` option is for those)."""
+        bases = {cls.__name__ for cls in type(getattr(self.processor, "image_processor", None)).__mro__}
+        return self.images_on_device and self.device.startswith("cuda") and "TorchvisionBackend" in bases
 
     def _template(self, owner: Any, messages: list[dict]) -> str:
         if not getattr(owner, "chat_template", None):
