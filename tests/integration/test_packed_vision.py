@@ -52,3 +52,4 @@ def test_only_the_fast_engine_processes_images_on_its_gpu(tiny_dir):
             assert not backend._processes_on_device()  # a CPU model: nothing to move
             backend.device = "cuda"  # the predicate alone: nothing runs on it here
             assert backend._processes_on_device() is expected
+            backend.device = "cpu"
