@@ -77,12 +77,25 @@ class FastBackend(HFBackend):
             flag = os.environ.get("OPTASCAN_FAST_COMPILE")
             compile_step = flag == "1" if flag in ("0", "1") else self.device.startswith("cuda")
         if compile_step:
-            self.decoder.compile_one_token_step()
+            self.decoder.compile_layers()
         self._capturing = False
         self.language_model.register_forward_pre_hook(self._capture, with_kwargs=True)
         start = time.perf_counter()
+        if compile_step:  # the prompt path compiles at load too, not in the first request's time to first token
+            self._warm_prefill()
         self.decode_loop = DecodeLoop(self.decoder, self.device)  # CUDA graph capture happens here, at load
         self.warmup_s = time.perf_counter() - start
+
+    def _warm_prefill(self) -> None:
+        """A 16-token prefill of zeros (its cache slots are overwritten by the next prompt's)."""
+        decoder = self.decoder
+        positions = torch.arange(16, device=decoder.k_cache.device)
+        if decoder.shape.mrope_section:
+            positions = positions.expand(3, -1)
+        with torch.inference_mode():
+            embeds = torch.zeros(1, 16, decoder.embed.weight.shape[1], dtype=decoder.k_cache.dtype,
+                                 device=decoder.k_cache.device)
+            decoder(embeds, 0, *decoder.rotary(positions))
 
     # --- generation ------------------------------------------------------------------------------------
     def generate(self, prepared: Prepared, sampling: Sampling, cancel: CancelToken, on_token: OnToken) -> None:

@@ -55,12 +55,13 @@ class CompactDecoder(nn.Module):
         self.norm_final: torch.Tensor | None = None
         self.embed: nn.Embedding | None = None
         self.lm_head: nn.Linear | None = None
-        # one-token steps (compile_one_token_step compiles these): projections by our Triton kernel on CUDA
+        # one-token steps (compile_layers compiles these): projections by our Triton kernel on CUDA
         # (OPTASCAN_FAST_GEMV=torch keeps cuBLAS, for comparison), else torch's
         self.linear = gemv.linear if gemv.enabled(device) else F.linear
         gated = gemv.gated_linear if gemv.enabled(device) else _silu_gate
         self.one_token_fns = (partial(_before_attention, linear=self.linear),
                               partial(_after_attention, linear=self.linear, gated=gated), _finish)
+        self.prefill_fns = (_before_attention, _after_attention, _finish)  # prompts (compile_layers compiles)
         self.compiled = False
         self.rotary_fn = _rotary_table  # the one-token step's (compiled with the step)
         # one-token steps attend with our Triton kernel where it runs (CUDA; OPTASCAN_FAST_ATTENTION=sdpa
@@ -138,7 +139,7 @@ class CompactDecoder(nn.Module):
         s = self.shape
         cos, sin = cos[None, None], sin[None, None]  # [1, 1, n, head_dim]
         one_token = x.shape[1] == 1
-        before, after, finish = self.one_token_fns if one_token else (_before_attention, _after_attention, _finish)
+        before, after, finish = self.one_token_fns if one_token else self.prefill_fns
         # each layer's last residual add is left to the next layer's norm (and the last one's to the final
         # norm), where compiled code fuses it into the norm's kernel: one kernel less per layer
         delta = torch.zeros_like(x)
@@ -149,12 +150,14 @@ class CompactDecoder(nn.Module):
                              self.gate_up_weight[i], self.down[i].weight, self.down[i].bias, s.eps)
         return finish(x, delta, self.norm_final, s.eps)
 
-    def compile_one_token_step(self) -> None:
-        """Compile the per-layer code around attention for one-token steps with torch.compile (inductor fuses
-        the norms, rotary and activation into a few kernels: a decode step is otherwise ~40 small kernels per
-        layer, which bounds a small model's speed more than its weights do). Every layer has the same shapes,
-        so each part compiles once, whatever the number of layers; attention stays outside, so the cache
-        buckets need no recompiles. Compiles on first use (the loop's warm-up, before graph capture)."""
+    def compile_layers(self) -> None:
+        """Compile the per-layer code around attention with torch.compile (inductor fuses the norms, rotary and
+        activation into a few kernels). One-token steps: a decode step is otherwise ~40 small kernels per layer,
+        which bounds a small model's speed more than its weights do; every layer has the same shapes, so each
+        part compiles once, and attention stays outside, so the cache buckets need no recompiles. Prompts: the
+        same code over the prompt's length, compiled once for any length (dynamic); eager, its unfused
+        elementwise kernels were a third of the 3B's prefill on an H100 (bench/results/profile_fast_step-*).
+        Compiles on first use: the backend warms both at load."""
         # torch.compile keeps one cache per function, shared by every decoder of the process; a process that
         # loads model after model (a server, the GPU checks) adds entries each time, and dynamo's default limit
         # of 8 then fails the 9th load (fullgraph=True makes it an error, not a silent fallback)
@@ -162,6 +165,7 @@ class CompactDecoder(nn.Module):
         dynamo.recompile_limit = max(dynamo.recompile_limit, 256)
         dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4096)
         self.one_token_fns = tuple(torch.compile(fn, fullgraph=True, dynamic=False) for fn in self.one_token_fns)
+        self.prefill_fns = tuple(torch.compile(fn, fullgraph=True, dynamic=True) for fn in self.prefill_fns)
         self.rotary_fn = torch.compile(_rotary_table, fullgraph=True, dynamic=False)  # one kernel, not ~10
         self.compiled = True
 
