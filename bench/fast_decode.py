@@ -64,12 +64,15 @@ def bandwidth() -> float:
     name = torch.cuda.get_device_name(0)
     return next((value for part, value in BANDWIDTH.items() if part in name), H100_BANDWIDTH)
 # the fast engine as it loads by default (on CUDA: one-token step compiled, our Triton decode attention and
-# projections, Qwen2-VL vision attention packed), and with one of them switched off, to show what each is worth
+# projections, Qwen2-VL vision attention packed, prefill graphs), and with one of them switched off, to show what
+# each is worth
 VARIANTS = {"fast": {}, "fast_cublas_projections": {"OPTASCAN_FAST_GEMV": "torch"},
             "fast_sdpa_attention": {"OPTASCAN_FAST_ATTENTION": "sdpa"},
             "fast_uncompiled": {"OPTASCAN_FAST_COMPILE": "0"},
-            "fast_looped_vision": {"OPTASCAN_FAST_VISION": "loop"}}
-SWITCHES = ("OPTASCAN_FAST_COMPILE", "OPTASCAN_FAST_ATTENTION", "OPTASCAN_FAST_GEMV", "OPTASCAN_FAST_VISION")
+            "fast_looped_vision": {"OPTASCAN_FAST_VISION": "loop"},
+            "fast_eager_prefill": {"OPTASCAN_FAST_PREFILL_GRAPHS": "0"}}
+SWITCHES = ("OPTASCAN_FAST_COMPILE", "OPTASCAN_FAST_ATTENTION", "OPTASCAN_FAST_GEMV", "OPTASCAN_FAST_VISION",
+            "OPTASCAN_FAST_PREFILL_GRAPHS")
 
 
 def use_variant(name: str) -> None:
@@ -118,7 +121,7 @@ def timed_engine(engine, request: dict, new_tokens: int, runs: int, device: str)
 def prefill_parts(engine, prepared, runs: int, device: str) -> dict:
     """The fast engine's time to first token past preprocessing, in its two parts: the vision tower and the
     merge of its features into the prompt (transformers' code, up to the language model), then our decoder's
-    prefill."""
+    prefill (its CUDA graph where it has one)."""
     backend, vision, decoder = engine.backend, [], []
     with torch.inference_mode():
         for _ in range(runs + 1):  # the first warms
@@ -127,7 +130,9 @@ def prefill_parts(engine, prepared, runs: int, device: str) -> dict:
             embeds, positions = backend._prefill_inputs(prepared.inputs)
             sync(device)
             middle = time.perf_counter()
-            backend.decoder(embeds, 0, *backend.decoder.rotary(positions))
+            graphs = backend.prefill_graphs  # as FastBackend.prefill runs it: its graph, or eagerly
+            if graphs is None or graphs.run(embeds, positions) is None:
+                backend.decoder(embeds, 0, *backend.decoder.rotary(positions))
             sync(device)
             vision.append(middle - start)
             decoder.append(time.perf_counter() - middle)

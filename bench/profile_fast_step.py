@@ -120,7 +120,17 @@ def profile_prefill(fast, tokens: int, cuda: bool) -> dict:
         if event.device_type == device_type and (cuda or event.name.startswith("aten::")):
             by_name[event.name] = by_name.get(event.name, 0.0) + event.time_range.elapsed_us()
     top = sorted(by_name.items(), key=lambda kv: -kv[1])[:15]
+    graphs, graph_times = fast.backend.prefill_graphs, []
+    if graphs is not None:
+        with torch.inference_mode():
+            for _ in range(6):
+                sync()
+                start = time.perf_counter()
+                graphs.run(embeds, positions)
+                sync()
+                graph_times.append(time.perf_counter() - start)
     return {"tokens": tokens, "prefill_ms": statistics.median(times[1:]) * 1000,
+            "prefill_graph_ms": statistics.median(graph_times[1:]) * 1000 if graph_times else None,
             "kernel_ms": sum(by_name.values()) / 1000, "top_kernels_us": dict(top)}
 
 

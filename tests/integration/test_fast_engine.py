@@ -263,3 +263,29 @@ def test_the_image_placeholder_is_never_generated(tiny_dir, engine_name):
         finally:
             hook.remove()
     assert len(ids) == 8 and image_id not in ids
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava", "llama_text"])
+def test_a_prompt_padded_to_its_prefill_bucket_gives_the_same_logits_and_tokens(fast, tiny_engine, family):
+    """The prefill graphs' padding, run eagerly here (CUDA captures the same body): the last real token's
+    logits equal the unpadded prefill's, and decoding over a cache whose slots after the prompt hold the
+    padding's keys and values gives transformers' 32 greedy tokens."""
+    from optascan.engine.backends.fast.prefill import PrefillGraphs
+    from optascan.testing.agreement import greedy_ids
+
+    backend = fast(family).backend
+    graphs = PrefillGraphs(backend.decoder, "cpu", capture=False)
+    prepared = greedy_ids(fast(family), request_for(family), 1)[0]
+    with torch.inference_mode():
+        embeds, positions = backend._prefill_inputs(prepared.inputs)
+        plain = backend.decoder(embeds, 0, *backend.decoder.rotary(positions))
+        padded = graphs.run(embeds, positions)
+    assert graphs.buckets[0] > embeds.shape[1] + 50  # real padding
+    assert (padded - plain).abs().max().item() < 1e-4
+    expected = tiny_engine(family).generate(**request_for(family, max_tokens=32, ignore_eos=True))
+    backend.prefill_graphs = graphs
+    try:
+        got = fast(family).generate(**request_for(family, max_tokens=32, ignore_eos=True))
+    finally:
+        backend.prefill_graphs = None
+    assert got.text == expected.text and got.usage.completion_tokens == 32

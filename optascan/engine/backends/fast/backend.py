@@ -31,6 +31,7 @@ from ..hf import HFBackend
 from ..torch_sampling import choose_token, sampling_tensors
 from .decoder import CompactDecoder, build_from
 from .graphs import DecodeLoop
+from .prefill import PrefillGraphs
 from .vision import use_packed_attention
 
 
@@ -81,7 +82,12 @@ class FastBackend(HFBackend):
         self._capturing = False
         self.language_model.register_forward_pre_hook(self._capture, with_kwargs=True)
         start = time.perf_counter()
-        if compile_step:  # the prompt path compiles at load too, not in the first request's time to first token
+        # the prompt's pass: CUDA graphs per length bucket on CUDA (OPTASCAN_FAST_PREFILL_GRAPHS=0: eager, for
+        # comparison), captured at load with any compiling, not in the first request's time to first token
+        self.prefill_graphs: PrefillGraphs | None = None
+        if self.device.startswith("cuda") and os.environ.get("OPTASCAN_FAST_PREFILL_GRAPHS") != "0":
+            self.prefill_graphs = PrefillGraphs(self.decoder, self.device)
+        elif compile_step:
             self._warm_prefill()
         self.decode_loop = DecodeLoop(self.decoder, self.device)  # CUDA graph capture happens here, at load
         self.warmup_s = time.perf_counter() - start
@@ -118,7 +124,9 @@ class FastBackend(HFBackend):
         embeds, positions = self._prefill_inputs(inputs)
         if cancel is not None:
             check(cancel)
-        logits = self.decoder(embeds, 0, *self.decoder.rotary(positions))
+        logits = self.prefill_graphs.run(embeds, positions) if self.prefill_graphs is not None else None
+        if logits is None:  # no graphs (off CUDA), or a prompt longer than their buckets
+            logits = self.decoder(embeds, 0, *self.decoder.rotary(positions))
         # Qwen2-VL: text after an image continues from the image's last position, not from the token count
         return logits, embeds.shape[1], int(positions.max()) + 1
 

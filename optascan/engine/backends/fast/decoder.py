@@ -82,8 +82,9 @@ class CompactDecoder(nn.Module):
 
     # --- forward ---------------------------------------------------------------------------------------
     def forward(self, embeds: torch.Tensor, start: int, cos: torch.Tensor, sin: torch.Tensor,
-                all_logits: bool = False) -> torch.Tensor:
-        """Run ``embeds`` [1, n, hidden] at cache positions start..start+n-1; logits of the last (or all)."""
+                all_logits: bool = False, last: torch.Tensor | None = None) -> torch.Tensor:
+        """Run ``embeds`` [1, n, hidden] at cache positions start..start+n-1; logits of the last (or all, or of
+        position ``last``, a device tensor [1]: a padded prompt's last real token)."""
         n = embeds.shape[1]
         end = start + n
         if end > self.max_tokens:
@@ -101,6 +102,8 @@ class CompactDecoder(nn.Module):
             return _attend(q, self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end], mask, self.shape)
 
         normed = self._layers(embeds, cos, sin, attend)
+        if last is not None:
+            return self.lm_head(normed.index_select(1, last))
         return self.lm_head(normed if all_logits else normed[:, -1:])
 
     def step(self, token: torch.Tensor, index: torch.Tensor, rope_position: torch.Tensor,

@@ -1,0 +1,79 @@
+"""The prompt's pass through our decoder (prefill) replayed as a CUDA graph, one per prompt-length bucket.
+
+Why: even compiled, the prefill is 36 layers × (two compiled calls, the cache writes, attention), and on an H100
+the host takes longer to launch them than the GPU to run them: the 3B's 1,023-token prefill ran its kernels in
+11 ms and took 18–19 ms (bench/results/profile_fast_step-*.json). A graph launches them all at once.
+
+A prompt is padded to the next bucket (multiples of 256 up to 4,096 tokens): the attention is causal, so the
+real tokens never see the padding; the padding's keys and values land in cache slots after the prompt, which
+decoding overwrites before it reads them (a decode step writes its slot, then attends up to it); the logits
+come from the last real token, picked on the device. Longer prompts, and any off CUDA, run eagerly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .decoder import CompactDecoder
+
+STEP = 256  # bucket spacing: at most 255 padded tokens
+LONGEST = 4096  # longer prompts' prefills are long enough for the GPU, not the host, to set their time
+
+
+def prefill_buckets(max_tokens: int) -> list[int]:
+    return list(range(STEP, min(LONGEST, max_tokens) + 1, STEP))
+
+
+class PrefillGraphs:
+    def __init__(self, decoder: CompactDecoder, device: str, capture: bool = True) -> None:
+        self.decoder = decoder
+        self.buckets = prefill_buckets(decoder.max_tokens)
+        dev = torch.device(device)
+        longest = self.buckets[-1] if self.buckets else 0
+        rope_rows = (3,) if decoder.shape.mrope_section else ()
+        self.embeds = torch.zeros(1, longest, decoder.embed.weight.shape[1], dtype=decoder.k_cache.dtype,
+                                  device=dev)
+        self.positions = torch.zeros(*rope_rows, longest, dtype=torch.long, device=dev)
+        self.last = torch.zeros(1, dtype=torch.long, device=dev)
+        self.logits = torch.zeros(1, 1, decoder.lm_head.weight.shape[0], dtype=decoder.k_cache.dtype, device=dev)
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        if capture and self.buckets:
+            self._capture()
+
+    def _body(self, bucket: int) -> None:
+        cos, sin = self.decoder.rotary(self.positions[..., :bucket])
+        self.logits.copy_(self.decoder(self.embeds[:, :bucket], 0, cos, sin, last=self.last))
+
+    def _capture(self) -> None:
+        """Warm every bucket on a side stream (any compilation for the new lengths), then capture one graph per
+        bucket, all from one memory pool (they never run at once). At load; the cache is garbage then."""
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.inference_mode():
+            for bucket in self.buckets:
+                self._body(bucket)
+        torch.cuda.current_stream().wait_stream(stream)
+        pool = torch.cuda.graph_pool_handle()
+        for bucket in self.buckets:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool), torch.inference_mode():
+                self._body(bucket)
+            self.graphs[bucket] = graph
+
+    def run(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | None:
+        """The last prompt token's logits [1, 1, vocab] for ``embeds`` [1, n, hidden] at ``positions`` ([n] or
+        M-RoPE's [3, n]) from cache slot 0, through the bucket's graph; None where no bucket holds n."""
+        n = embeds.shape[1]
+        bucket = next((b for b in self.buckets if b >= n), None)
+        if bucket is None:
+            return None
+        self.embeds[:, :n].copy_(embeds)
+        self.embeds[:, n:bucket].zero_()
+        self.positions[..., :n].copy_(positions)
+        self.positions[..., n:bucket] = positions[..., -1:] + 1  # any position would do: nothing real sees them
+        self.last.fill_(n - 1)
+        if self.graphs:
+            self.graphs[bucket].replay()
+        else:  # not captured (off CUDA: the tests check the padding this way)
+            self._body(bucket)
+        return self.logits.clone()
