@@ -146,10 +146,20 @@ class CompactDecoder(nn.Module):
         # each layer's last residual add is left to the next layer's norm (and the last one's to the final
         # norm), where compiled code fuses it into the norm's kernel: one kernel less per layer
         delta = torch.zeros_like(x)
+        # a prompt's length is the one dynamic size of the compiled prompt path: marked, so it compiles once
+        # for every length (sized all-dynamic, its length could be unified with an equal weight size and
+        # recompile at the next length)
+        dynamic = self.compiled and not one_token
+        if dynamic:
+            for tensor, dim in ((x, 1), (delta, 1), (cos, 2), (sin, 2)):
+                torch._dynamo.mark_dynamic(tensor, dim)
         for i in range(s.layers):
             x, q, k, v = before(x, delta, self.norm_in[i], self.qkv_weight[i], self.qkv_bias[i], cos, sin, s.heads,
                                 s.kv_heads, s.head_dim, s.eps)
-            x, delta = after(x, attend(i, q, k, v), self.o[i].weight, self.o[i].bias, self.norm_post[i],
+            attn = attend(i, q, k, v)
+            if dynamic:
+                torch._dynamo.mark_dynamic(attn, 2)
+            x, delta = after(x, attn, self.o[i].weight, self.o[i].bias, self.norm_post[i],
                              self.gate_up_weight[i], self.down[i].weight, self.down[i].bias, s.eps)
         return finish(x, delta, self.norm_final, s.eps)
 
@@ -168,7 +178,7 @@ class CompactDecoder(nn.Module):
         dynamo.recompile_limit = max(dynamo.recompile_limit, 256)
         dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4096)
         self.one_token_fns = tuple(torch.compile(fn, fullgraph=True, dynamic=False) for fn in self.one_token_fns)
-        self.prefill_fns = tuple(torch.compile(fn, fullgraph=True, dynamic=True) for fn in self.prefill_fns)
+        self.prefill_fns = tuple(torch.compile(fn, fullgraph=True) for fn in self.prefill_fns)  # length marked
         self.rotary_fn = torch.compile(_rotary_table, fullgraph=True, dynamic=False)  # one kernel, not ~10
         self.compiled = True
 
