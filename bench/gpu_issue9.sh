@@ -31,7 +31,7 @@ if [ "$stage" = checks ]; then
     exit 0
 fi
 variants=fast,fast_cublas_projections,fast_looped_vision,fast_sdpa_attention
-[ "$stage" = qwen2.5-vl-3b ] && variants=$variants,fast_uncompiled
+[ "$stage" = qwen2.5-vl-3b ] && variants=$variants,fast_uncompiled,fast_eager_prefill
 [ "$stage" = llava-1.5-7b ] && variants=fast,fast_cublas_projections,fast_sdpa_attention
 timeout 420 python3 bench/fast_decode.py --device cuda --size "$stage" --runs 2 --variants "$variants" \
     --out "$out/fast_decode-$stage.json" >"$out/bench.log" 2>&1
