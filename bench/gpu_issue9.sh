@@ -43,7 +43,7 @@ for name, values in report["paths"].items():
     print(name, {k: round(v, 3) for k, v in values.items() if isinstance(v, float)})
 print("agreement", report["greedy_agreement"])
 EOF
-for impl in linear triton; do
+for impl in $([ "${MATMUL:-1}" = 1 ] && echo linear triton); do
     timeout 45 python3 bench/matmul_ceiling.py --size "$stage" --impl $impl --out "$out/matmul-$impl-$stage.json" \
         >"$out/matmul-$impl.log" 2>&1
     echo "matmul $impl rc=$?"
