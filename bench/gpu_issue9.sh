@@ -23,6 +23,7 @@ if [ "$stage" = checks ]; then
     timeout 330 python3 tests/gpu/check_fast.py --out "$out/fast_checks.json" >"$out/check.log" 2>&1
     echo "check rc=$?"
     grep -E "PASS|FAIL|passed" "$out/check.log"
+    [ "${SWEEPS:-1}" = 1 ] || exit 0
     timeout 120 python3 bench/attention_split.py --out "$out/attention_split.json" >"$out/attention.log" 2>&1
     echo "attention_split rc=$?"
     timeout 120 python3 bench/gemv_sweep.py --sizes qwen2.5-vl-3b,qwen2.5-vl-7b,llava-1.5-7b \
@@ -33,7 +34,8 @@ fi
 variants=fast,fast_cublas_projections,fast_looped_vision,fast_sdpa_attention
 [ "$stage" = qwen2.5-vl-3b ] && variants=$variants,fast_uncompiled,fast_eager_prefill
 [ "$stage" = llava-1.5-7b ] && variants=fast,fast_cublas_projections,fast_sdpa_attention
-timeout 420 python3 bench/fast_decode.py --device cuda --size "$stage" --runs 2 --variants "$variants" \
+variants=${VARIANTS:-$variants}
+timeout "${BENCH_TIMEOUT:-420}" python3 bench/fast_decode.py --device cuda --size "$stage" --runs 2 --variants "$variants" \
     --out "$out/fast_decode-$stage.json" >"$out/bench.log" 2>&1
 echo "bench rc=$?"
 python3 - "$out/fast_decode-$stage.json" <<'EOF'
