@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import traceback
 from collections.abc import Callable, Sequence
@@ -30,6 +31,9 @@ def run_checks(checks: Sequence[Callable[[dict], None]], out: str | Path, device
         print(("PASS " if results[-1]["passed"] else "FAIL ") + name, flush=True)
     report = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        # the device tool keeps a stale .git: the command line says which commit ran (OPTASCAN_SOURCE_COMMIT)
+        **({"source_commit": os.environ["OPTASCAN_SOURCE_COMMIT"]} if os.environ.get("OPTASCAN_SOURCE_COMMIT")
+           else {}),
         "device": torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available()
         else platform.processor() or platform.machine(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
