@@ -31,7 +31,7 @@ if [ "$stage" = checks ]; then
     echo "gemv_sweep rc=$?"
     exit 0
 fi
-variants=fast,fast_cublas_projections,fast_looped_vision,fast_sdpa_attention
+variants=fast,fast_cublas_projections,fast_sdpa_attention
 [ "$stage" = qwen2.5-vl-3b ] && variants=$variants,fast_uncompiled,fast_eager_prefill
 [ "$stage" = llava-1.5-7b ] && variants=fast,fast_cublas_projections,fast_sdpa_attention
 variants=${VARIANTS:-$variants}

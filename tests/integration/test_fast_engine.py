@@ -289,3 +289,15 @@ def test_a_prompt_padded_to_its_prefill_bucket_gives_the_same_logits_and_tokens(
     finally:
         backend.prefill_graphs = None
     assert got.text == expected.text and got.usage.completion_tokens == 32
+
+
+def test_only_the_fast_engine_processes_images_on_its_gpu(tiny_dir):
+    """The fast engine asks transformers' torchvision image processor to work on the model's GPU; the
+    transformers engine, the reference path, keeps the CPU (the GPU run itself is in the device checks)."""
+    for engine, expected in (("fast", True), ("hf", False)):
+        with optascan.load(tiny_dir("qwen2_5_vl"), device="cpu", engine=engine) as loaded:
+            backend = loaded.backend
+            assert not backend._processes_on_device()  # a CPU model: nothing to move
+            backend.device = "cuda"  # the predicate alone: nothing runs on it here
+            assert backend._processes_on_device() is expected
+            backend.device = "cpu"
