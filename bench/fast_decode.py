@@ -206,6 +206,7 @@ def main() -> None:
         agreement = {}
         for name in args.variants.split(","):
             use_variant(name)
+            gc.collect()  # the previous variant's engine: its peak must not count in this one's
             if args.device.startswith("cuda"):
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()

@@ -301,3 +301,17 @@ def test_only_the_fast_engine_processes_images_on_its_gpu(tiny_dir):
             backend.device = "cuda"  # the predicate alone: nothing runs on it here
             assert backend._processes_on_device() is expected
             backend.device = "cpu"
+
+
+def test_close_frees_the_weights_and_cache_while_the_engine_object_lives_on(tiny_dir):
+    """``with load(...) as engine:`` leaves ``engine`` bound: closing must still let the weights, the decoder's
+    views of them and its KV cache go (a second model loaded after it would otherwise hold two copies)."""
+    import weakref
+
+    engine = optascan.load(tiny_dir("qwen2_vl"), device="cpu", engine="fast")
+    engine.generate(**request_for("qwen2_vl", max_tokens=4))
+    cache = weakref.ref(engine.backend.decoder.k_cache)
+    weight = weakref.ref(engine.backend.decoder.qkv_weight[0])
+    parameter = weakref.ref(next(engine.backend.model.parameters()))
+    engine.close()
+    assert cache() is None and weight() is None and parameter() is None

@@ -168,6 +168,12 @@ class FastBackend(HFBackend):
             if not on_token(token_id) or (token_id in self.eos_token_ids and not sampling.ignore_eos):
                 return
 
+    def close(self) -> None:
+        # our decoder holds views of the weights, the KV cache and the graphs' memory: all go with the model,
+        # even where the engine object itself lives on (a variable left bound after ``with load(...)``)
+        self.decoder = self.decode_loop = self.prefill_graphs = None  # type: ignore[assignment]
+        super().close()
+
     def request_budget_bytes(self) -> int | None:
         return None  # see context_length above
 
