@@ -85,6 +85,15 @@ def weight_bytes(*modules: torch.nn.Module) -> int:
     return sum(unique.values())
 
 
+def peak_memory(device: str) -> dict:
+    """The CUDA allocator's peak since the last reset (then reset for the next path): {} off CUDA."""
+    if not device.startswith("cuda"):
+        return {}
+    peak = torch.cuda.max_memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    return {"peak_memory_bytes": peak}
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -161,6 +170,7 @@ def timed_hf_static(path: Path, inputs: dict, eos: list[int], new_tokens: int, r
     warmup = time.perf_counter() - start
     ttft = statistics.median(run(1) for _ in range(runs))
     total = statistics.median(run(new_tokens) for _ in range(runs))
+    peak = peak_memory(device)  # its load, compile and runs (the caller reset the peak before)
     # torch.compile's caches hold the model: without a reset its weights stay allocated and count in the next
     # path's peak memory (the first H200 results' fast-engine peaks include one such copy)
     model = None
@@ -169,7 +179,7 @@ def timed_hf_static(path: Path, inputs: dict, eos: list[int], new_tokens: int, r
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     return {"ttft_ms": ttft * 1000, "total_s": total, "decode_tok_s": (new_tokens - 1) / max(total - ttft, 1e-9),
-            "warmup_s": warmup}
+            "warmup_s": warmup, **peak}
 
 
 def main() -> None:
@@ -195,6 +205,7 @@ def main() -> None:
         with optascan.load(path, device=args.device, engine="hf") as hf:
             lm_bytes = weight_bytes(hf.backend.language_model, hf.backend.model.lm_head)
             report_paths["hf_generate"] = timed_engine(hf, request, args.new_tokens, args.runs, args.device)
+            report_paths["hf_generate"].update(peak_memory(args.device))
             prepared, reference_ids = greedy_ids(hf, request, args.new_tokens)
             inputs, eos = prepared.inputs, sorted(hf.backend.eos_token_ids)
         if not args.skip_static:
@@ -209,15 +220,14 @@ def main() -> None:
             gc.collect()  # the previous variant's engine: its peak must not count in this one's
             if args.device.startswith("cuda"):
                 torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
+            peak_memory(args.device)
             start = time.perf_counter()
             with optascan.load(path, device=args.device, engine="fast") as fast:
                 load_s = time.perf_counter() - start
                 report_paths[name] = timed_engine(fast, request, args.new_tokens, args.runs, args.device)
                 report_paths[name].update(load_s=load_s, warmup_s=fast.backend.warmup_s,
                                           **prefill_parts(fast, prepared, args.runs, args.device))
-                if args.device.startswith("cuda"):
-                    report_paths[name]["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+                report_paths[name].update(peak_memory(args.device))
                 # the fast backend's transformers model holds the same weights: it recomputes reference logits
                 ours = greedy_ids(fast, request, args.new_tokens)[1]
                 agreement[name] = first_divergence(fast, prepared, reference_ids, ours)
