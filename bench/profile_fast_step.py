@@ -94,9 +94,7 @@ def profile_prefill(fast, tokens: int, cuda: bool) -> dict:
     decoder = fast.backend.decoder
     hidden = decoder.embed.weight.shape[1]
     embeds = torch.randn(1, tokens, hidden, dtype=decoder.k_cache.dtype, device=decoder.k_cache.device) * 0.02
-    positions = torch.arange(tokens, device=embeds.device)
-    if decoder.shape.mrope_section:
-        positions = positions.expand(3, tokens)
+    positions = decoder.prompt_positions(tokens)
 
     def sync() -> None:
         if cuda:

@@ -84,13 +84,10 @@ class FastBackend(HFBackend):
     def _warm_prefill(self) -> None:
         """A 16-token prefill of zeros (its cache slots are overwritten by the next prompt's)."""
         decoder = self.decoder
-        positions = torch.arange(16, device=decoder.k_cache.device)
-        if decoder.shape.mrope_section:
-            positions = positions.expand(3, -1)
         with torch.inference_mode():
             embeds = torch.zeros(1, 16, decoder.embed.weight.shape[1], dtype=decoder.k_cache.dtype,
                                  device=decoder.k_cache.device)
-            decoder(embeds, 0, *decoder.rotary(positions))
+            decoder(embeds, 0, *decoder.rotary(decoder.prompt_positions(16)))
 
     # --- generation ------------------------------------------------------------------------------------
     def generate(self, prepared: Prepared, sampling: Sampling, cancel: CancelToken, on_token: OnToken) -> None:

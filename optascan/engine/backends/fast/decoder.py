@@ -57,8 +57,9 @@ class CompactDecoder(nn.Module):
         self.lm_head: nn.Linear | None = None
         # one-token steps (compile_layers compiles these): projections by our Triton kernel on CUDA
         # (OPTASCAN_FAST_GEMV=torch keeps cuBLAS, for comparison), else torch's
-        self.linear = gemv.linear if gemv.enabled(device) else F.linear
-        gated = gemv.gated_linear if gemv.enabled(device) else _silu_gate
+        kernel = gemv.enabled(device)
+        self.linear = gemv.linear if kernel else F.linear
+        gated = gemv.gated_linear if kernel else gemv.silu_gate
         self.one_token_fns = (partial(_before_attention, linear=self.linear),
                               partial(_after_attention, linear=self.linear, gated=gated), _finish)
         self.prefill_fns = (_before_attention, _after_attention, _finish)  # prompts (compile_layers compiles)
@@ -79,6 +80,11 @@ class CompactDecoder(nn.Module):
         """cos, sin of shape [seq, head_dim] for ``positions`` [seq] or Qwen2-VL's [3, seq]."""
         table = self.rotary_fn if positions.numel() == 1 else _rotary_table
         return table(positions, self.inv_freq, self.rope_scale, self.shape.mrope_section, self.k_cache.dtype)
+
+    def prompt_positions(self, n: int) -> torch.Tensor:
+        """Positions 0..n-1 in the layout ``rotary`` takes: [n], or M-RoPE's [3, n] (a text-only prompt)."""
+        positions = torch.arange(n, device=self.k_cache.device)
+        return positions.expand(3, n) if self.shape.mrope_section else positions
 
     # --- forward ---------------------------------------------------------------------------------------
     def forward(self, embeds: torch.Tensor, start: int, cos: torch.Tensor, sin: torch.Tensor,
@@ -221,12 +227,7 @@ def _after_attention(x: torch.Tensor, attn: torch.Tensor, o_weight: torch.Tensor
     stream and the MLP's output, which the next layer adds (``_before_attention``'s delta)."""
     n = x.shape[1]
     x = x + linear(attn.transpose(1, 2).reshape(1, n, -1), o_weight, o_bias)
-    return x, linear((gated or _silu_gate)(_rms(x, norm, eps), gate_up_weight), down_weight, down_bias)
-
-
-def _silu_gate(x: torch.Tensor, gate_up_weight: torch.Tensor) -> torch.Tensor:
-    gate, up = F.linear(x, gate_up_weight).chunk(2, dim=-1)
-    return F.silu(gate) * up
+    return x, linear((gated or gemv.silu_gate)(_rms(x, norm, eps), gate_up_weight), down_weight, down_bias)
 
 
 def _finish(x: torch.Tensor, delta: torch.Tensor, norm: torch.Tensor, eps: float) -> torch.Tensor:

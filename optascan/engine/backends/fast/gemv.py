@@ -78,10 +78,15 @@ def gated_linear(x: torch.Tensor, gate_up_weight: torch.Tensor, tile: Tile | Non
     """``silu(gate) * up`` of one row through a fused [2I, K] gate/up weight, in one kernel: each program reads
     the same rows of both halves, so the MLP's activation needs no kernel or round trip of its own."""
     if not _usable(x, gate_up_weight):
-        gate, up = F.linear(x, gate_up_weight).chunk(2, dim=-1)
-        return F.silu(gate) * up
+        return silu_gate(x, gate_up_weight)
     n, k = gate_up_weight.shape
     return _launch(x, gate_up_weight, None, n // 2, k, tile or default_tile(n // 2, k, gated=True), gated=True)
+
+
+def silu_gate(x: torch.Tensor, gate_up_weight: torch.Tensor) -> torch.Tensor:
+    """``silu(gate) * up`` by torch's matmul (cuBLAS on CUDA): what the gated kernel computes."""
+    gate, up = F.linear(x, gate_up_weight).chunk(2, dim=-1)
+    return F.silu(gate) * up
 
 
 def _launch(x, weight, bias, n, k, tile: Tile, gated: bool) -> torch.Tensor:
@@ -104,9 +109,6 @@ if triton is not None:
     @_gemv_op.register_fake
     def _(x, weight, bias, n, k, tile, gated):
         return x.new_empty(n)
-
-
-if triton is not None:
 
     @triton.jit
     def _gemv_kernel(W, X, Bias, Y, n, k, w_row_stride, HAS_BIAS: tl.constexpr, GATED: tl.constexpr,
