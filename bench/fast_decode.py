@@ -226,6 +226,7 @@ def main() -> None:
                 load_s = time.perf_counter() - start
                 report_paths[name] = timed_engine(fast, request, args.new_tokens, args.runs, args.device)
                 report_paths[name].update(load_s=load_s, warmup_s=fast.backend.warmup_s,
+                                          warmup_parts=fast.backend.warmup_parts,
                                           **prefill_parts(fast, prepared, args.runs, args.device))
                 report_paths[name].update(peak_memory(args.device))
                 # the fast backend's transformers model holds the same weights: it recomputes reference logits

@@ -11,3 +11,19 @@ def test_buckets_double_from_256_and_end_at_the_cache_size():
     assert cache_buckets(8192) == [256, 512, 1024, 2048, 4096, 8192]
     assert cache_buckets(3000) == [256, 512, 1024, 2048, 3000]
     assert cache_buckets(100) == [100]
+
+
+def test_prefill_graph_buckets_step_by_256_up_to_2048_tokens():
+    from optascan.engine.backends.fast.prefill import prefill_buckets
+
+    assert prefill_buckets(8192) == [256, 512, 768, 1024, 1280, 1536, 1792, 2048]
+    assert prefill_buckets(1000) == [256, 512, 768]  # a cache of 1,000 slots: longer prompts run eagerly
+    assert prefill_buckets(100) == []
+
+
+def test_warmup_parts_are_the_gaps_between_marks():
+    from optascan.engine.backends.fast.graphs import warmup_parts
+
+    assert warmup_parts(("a", "b"), [1.0, 1.5, 4.0]) == {"a": 0.5, "b": 3.0}
+    with pytest.raises(ValueError):
+        warmup_parts(("a", "b"), [1.0, 2.0])  # a missing mark is a bug, not a shorter report

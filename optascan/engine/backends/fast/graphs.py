@@ -15,6 +15,7 @@ reply to a short prompt then reads 256 slots of keys and values per layer instea
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import torch
@@ -48,6 +49,7 @@ class DecodeLoop:
         self.logits = torch.zeros(1, vocab, dtype=torch.float32, device=dev)  # the logits mode's output
         self.buckets = cache_buckets(decoder.max_tokens)
         self.graphs: dict[tuple[str, int], torch.cuda.CUDAGraph] = {}
+        self.warmup_parts: dict[str, float] = {}  # seconds: first step (compiling), other warm steps, capture
         if self.use_graph:
             self.host = torch.zeros(2, dtype=torch.long, pin_memory=True)  # double buffer for the async copies
             self.events = [torch.cuda.Event(), torch.cuda.Event()]
@@ -75,13 +77,19 @@ class DecodeLoop:
         saved = (self.decoder.k_cache.clone(), self.decoder.v_cache.clone())
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
+        marks = [time.perf_counter()]
         with torch.cuda.stream(stream), torch.inference_mode():
             for mode in MODES:
                 for length in self.buckets:
                     self.index.zero_()
                     for _ in range(2):
                         self._body(mode, length)
+                        if len(marks) == 1:
+                            stream.synchronize()
+                            marks.append(time.perf_counter())
         torch.cuda.current_stream().wait_stream(stream)
+        torch.cuda.synchronize()
+        marks.append(time.perf_counter())
         pool = torch.cuda.graph_pool_handle()
         for mode in MODES:
             for length in self.buckets:
@@ -89,6 +97,9 @@ class DecodeLoop:
                 with torch.cuda.graph(graph, pool=pool), torch.inference_mode():
                     self._body(mode, length)
                 self.graphs[mode, length] = graph
+        torch.cuda.synchronize()
+        marks.append(time.perf_counter())
+        self.warmup_parts = warmup_parts(("first_step_s", "other_steps_s", "capture_s"), marks)
         self.decoder.k_cache.copy_(saved[0])  # the warm-up wrote into the cache: leave it as it was
         self.decoder.v_cache.copy_(saved[1])
 
@@ -146,6 +157,11 @@ class DecodeLoop:
         if pending is not None:
             self.events[pending % 2].synchronize()
             yield int(self.host[pending % 2])
+
+
+def warmup_parts(names: tuple[str, ...], marks: list[float]) -> dict[str, float]:
+    """The seconds between consecutive time marks, by name."""
+    return {name: end - start for name, start, end in zip(names, marks, marks[1:], strict=True)}
 
 
 def cache_buckets(max_tokens: int, smallest: int = 256) -> list[int]:

@@ -4,20 +4,25 @@ Why: even compiled, the prefill is 36 layers × (two compiled calls, the cache w
 the host takes longer to launch them than the GPU to run them: the 3B's 1,023-token prefill ran its kernels in
 11 ms and took 18–19 ms (bench/results/profile_fast_step-*.json). A graph launches them all at once.
 
-A prompt is padded to the next bucket (multiples of 256 up to 4,096 tokens): the attention is causal, so the
+A prompt is padded to the next bucket (multiples of 256 up to 2,048 tokens): the attention is causal, so the
 real tokens never see the padding; the padding's keys and values land in cache slots after the prompt, which
 decoding overwrites before it reads them (a decode step writes its slot, then attends up to it); the logits
-come from the last real token, picked on the device. Longer prompts, and any off CUDA, run eagerly.
+come from the last real token, picked on the device. Longer prompts, and any off CUDA, run eagerly (compiled on
+CUDA): from about 2,000 tokens the GPU's time exceeds the host's launch time, so a graph would save little, and
+each bucket's capture (a prefill at its length, twice) is warm-up time.
 """
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from .decoder import CompactDecoder
+from .graphs import warmup_parts
 
 STEP = 256  # bucket spacing: at most 255 padded tokens
-LONGEST = 4096  # longer prompts' prefills are long enough for the GPU, not the host, to set their time
+LONGEST = 2048  # longer prompts' prefills are long enough for the GPU, not the host, to set their time
 
 
 def prefill_buckets(max_tokens: int) -> list[int]:
@@ -37,6 +42,7 @@ class PrefillGraphs:
         self.last = torch.zeros(1, dtype=torch.long, device=dev)
         self.logits = torch.zeros(1, 1, decoder.lm_head.weight.shape[0], dtype=decoder.k_cache.dtype, device=dev)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.warmup_parts: dict[str, float] = {}  # seconds: compile (first bucket), other buckets, capture
         if capture and self.buckets:
             self._capture()
 
@@ -49,16 +55,25 @@ class PrefillGraphs:
         bucket, all from one memory pool (they never run at once). At load; the cache is garbage then."""
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
+        marks = [time.perf_counter()]
         with torch.cuda.stream(stream), torch.inference_mode():
             for bucket in self.buckets:
                 self._body(bucket)
+                if len(marks) == 1:
+                    stream.synchronize()
+                    marks.append(time.perf_counter())
         torch.cuda.current_stream().wait_stream(stream)
+        torch.cuda.synchronize()
+        marks.append(time.perf_counter())
         pool = torch.cuda.graph_pool_handle()
         for bucket in self.buckets:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool), torch.inference_mode():
                 self._body(bucket)
             self.graphs[bucket] = graph
+        torch.cuda.synchronize()
+        marks.append(time.perf_counter())
+        self.warmup_parts = warmup_parts(("first_bucket_s", "other_buckets_s", "capture_s"), marks)
 
     def run(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | None:
         """The last prompt token's logits [1, 1, vocab] for ``embeds`` [1, n, hidden] at ``positions`` ([n] or
