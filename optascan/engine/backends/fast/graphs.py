@@ -15,6 +15,7 @@ reply to a short prompt then reads 256 slots of keys and values per layer instea
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 
@@ -161,7 +162,7 @@ class DecodeLoop:
 
 def warmup_parts(names: tuple[str, ...], marks: list[float]) -> dict[str, float]:
     """The seconds between consecutive time marks, by name."""
-    return {name: end - start for name, start, end in zip(names, marks, marks[1:], strict=True)}
+    return {name: end - start for name, (start, end) in zip(names, itertools.pairwise(marks), strict=True)}
 
 
 def cache_buckets(max_tokens: int, smallest: int = 256) -> list[int]:
