@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Where the fast engine's time to first token goes, stage by stage, with the host's hot functions: the evidence
+issue #9 asks for where TTFT stays above half of transformers'.
+
+    PYTHONPATH=. python3 bench/profile_ttft.py --size qwen2.5-vl-3b --out $OUT/ttft-3b.json
+
+On bench/fast_decode.py's checkpoint and request: each stage timed with the GPU synchronised at its ends (median
+of ``--runs``): image intake, the template + processor (``prepare``), the vision tower and merge up to the
+language model (transformers' code), our decoder's prefill, the first token's choice; then the same stages,
+unsynchronised, under cProfile, for the host functions with the most own time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime
+import itertools
+import json
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import optascan  # noqa: E402
+from bench.fast_decode import SIZES, sync  # noqa: E402
+from bench.inputs import llava_checkpoint, menu_photo, qwen2_vl_checkpoint  # noqa: E402
+from bench.provenance import git_commit  # noqa: E402
+from optascan.engine.conversation import to_conversation  # noqa: E402
+from optascan.images.prepare import prepare_image  # noqa: E402
+from optascan.testing.tiny import TEXT_SIZES  # noqa: E402
+from optascan.types import Request  # noqa: E402
+
+PROMPT = "Describe this menu and list every dish with its price."
+
+
+def stages(backend, conversation, photo, device: str) -> dict[str, float]:
+    """One pass through the time to first token's stages; seconds per stage (GPU synchronised at each end)."""
+    marks = [time.perf_counter()]
+
+    def mark() -> None:
+        sync(device)
+        marks.append(time.perf_counter())
+
+    image = prepare_image(photo, tier="quality", limits=backend.image_limits)
+    mark()
+    prepared = backend.prepare(conversation, [image.image])
+    mark()
+    with torch.inference_mode():
+        embeds, positions = backend._prefill_inputs(prepared.inputs)
+        mark()
+        graphs = backend.prefill_graphs
+        logits = graphs.run(embeds, positions) if graphs is not None else None
+        if logits is None:
+            logits = backend.decoder(embeds, 0, *backend.decoder.rotary(positions))
+        mark()
+        int(logits[0, -1].argmax())
+        mark()
+    names = ("image_intake", "template_and_processor", "vision_and_merge", "decoder_prefill", "first_token")
+    return dict(zip(names, (end - start for start, end in itertools.pairwise(marks)), strict=True))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--size", default="qwen2.5-vl-3b", choices=[*SIZES, *TEXT_SIZES])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
+    photo = menu_photo()
+    conversation = to_conversation(Request(prompt=PROMPT, images=[photo], image_tier="quality"))
+    with tempfile.TemporaryDirectory() as tmp:
+        build = llava_checkpoint if args.size.startswith("llava") else qwen2_vl_checkpoint
+        path = build(Path(tmp) / "ckpt", SIZES.get(args.size) or args.size, dtype)
+        with optascan.load(path, device=args.device, engine="fast") as fast:
+            backend = fast.backend
+            warmup = {"warmup_s": backend.warmup_s, "warmup_parts": backend.warmup_parts}
+            fast.generate(prompt=PROMPT, images=[photo], image_tier="quality", max_tokens=2)  # warm
+            passes = [stages(backend, conversation, photo, args.device) for _ in range(args.runs)]
+            ends = {}
+            for _ in range(args.runs):  # the engine's own measure, hand-offs between threads included
+                result = fast.generate(prompt=PROMPT, images=[photo], image_tier="quality", max_tokens=1)
+                ends.setdefault("engine_ttft", []).append(result.timings.ttft_s)
+                ends.setdefault("engine_preprocess", []).append(result.timings.preprocess_s)
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for _ in range(args.runs):
+                stages(backend, conversation, photo, "cpu")  # no synchronisation: the host's own time
+            profiler.disable()
+    stats = pstats.Stats(profiler)
+    top = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)[:40]
+    report = {
+        "benchmark": "profile_ttft", "size": args.size, **git_commit(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else args.device,
+        "versions": {"torch": torch.__version__, "optascan": optascan.__version__},
+        "runs": args.runs, **warmup,
+        "stage_ms": {name: statistics.median(p[name] for p in passes) * 1000 for name in passes[0]},
+        "engine_ms": {name: statistics.median(values) * 1000 for name, values in ends.items()},
+        "host_own_ms_per_pass": {f"{Path(file).name}:{line}:{func}": round(own / args.runs * 1000, 3)
+                                 for (file, line, func), (_, _, own, _, _) in top},
+    }
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: report[k] for k in ("stage_ms", "engine_ms", "warmup_s", "warmup_parts")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
