@@ -8,8 +8,10 @@ Each setting loads the engine in a fresh process with empty torch.compile and Tr
 on a new machine sees): the warm-up's total, its parts (``FastBackend.warmup_parts``: the prompt path's first
 run, which compiles it, its other buckets, its graph capture; the same for the decode step) and dynamo's own
 compile-time table. Settings (``--settings``, run in that order: the first also pays for cold imports and disk
-caches): ``default``; ``serial_compile`` (one compile thread); ``pool_started_early`` (torch.compile's worker
-pool started before the weights load).
+caches): ``default``; ``serial_compile`` (one compile thread).
+Tried and dropped: starting torch.compile's worker pool before the weights load (compiling in parallel from the
+first graph) made the 3B's cold warm-up 18.8 s against 13.8 s serial and 15.7 s default, run after both
+(bench/results/fast_warmup-h100-qwen2.5-vl-3b-2026-11-26.json, source 572053f).
 """
 
 from __future__ import annotations
@@ -26,8 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SETTINGS = {"default": {}, "serial_compile": {"TORCHINDUCTOR_COMPILE_THREADS": "1"},
-            "pool_started_early": {"OPTASCAN_FAST_WARM_POOL": "1"}}
+SETTINGS = {"default": {}, "serial_compile": {"TORCHINDUCTOR_COMPILE_THREADS": "1"}}
 
 
 def child(path: str, device: str) -> None:

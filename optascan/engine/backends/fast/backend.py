@@ -40,22 +40,6 @@ class _Captured(Exception):
         self.embeds, self.positions = embeds, positions
 
 
-def _start_compile_workers() -> None:
-    """Start torch.compile's kernel-compiling worker processes now, while the weights load: until they are up,
-    inductor compiles a graph's Triton kernels one by one in this process (it does not wait for them), and the
-    first compile at warm-up is the prompt path's, the longest. Opt-in (OPTASCAN_FAST_WARM_POOL=1) while
-    bench/fast_warmup.py's measurements decide."""
-    if os.environ.get("OPTASCAN_FAST_WARM_POOL") != "1" or os.environ.get("OPTASCAN_FAST_COMPILE") == "0":
-        return
-    try:
-        from torch._inductor.async_compile import AsyncCompile
-
-        AsyncCompile.warm_pool()
-        AsyncCompile.use_process_pool()  # submits the job whose completion marks the pool ready
-    except Exception:  # noqa: BLE001 - a private API: without it the compile is slower, not wrong
-        pass
-
-
 class FastBackend(HFBackend):
     name = "fast"
     # images are resized, normalised and cut into patches on the GPU: on the CPU that, and copying the float32
@@ -64,8 +48,6 @@ class FastBackend(HFBackend):
 
     def __init__(self, path: str | Path, *, device: str = "auto", dtype: str | None = None,
                  memory_fraction: float = 0.9, cache_tokens: int = 8192, compile_step: bool | None = None) -> None:
-        if compile_step is not False and torch.cuda.is_available() and not device.startswith(("cpu", "mps")):
-            _start_compile_workers()
         super().__init__(path, device=device, dtype=dtype, memory_fraction=memory_fraction)
         if self.model_type not in FAST_FAMILIES:
             raise ModelLoadError(f"the fast engine does not support {self.model_type!r} models yet",
