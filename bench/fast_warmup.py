@@ -31,17 +31,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SETTINGS = {"default": {}, "serial_compile": {"TORCHINDUCTOR_COMPILE_THREADS": "1"}}
 
 
-def child(path: str, device: str) -> None:
+def child(path: str, device: str, decode_runs: int) -> None:
     import torch
 
     import optascan
+    from bench.inputs import menu_photo
 
     start = time.perf_counter()
     with optascan.load(path, device=device, engine="fast") as fast:
         load_s = time.perf_counter() - start
         backend = fast.backend
-        print(json.dumps({"load_s": load_s, "warmup_s": backend.warmup_s, "warmup_parts": backend.warmup_parts,
-                          "compile_times": torch._dynamo.utils.compile_times(repr="str", aggregate=True)}))
+        report = {"load_s": load_s, "warmup_s": backend.warmup_s, "warmup_parts": backend.warmup_parts,
+                  "compile_times": torch._dynamo.utils.compile_times(repr="str", aggregate=True)}
+        # after the warm-up, the decode speed (bench/fast_decode.py's request, 256 tokens): a check that what
+        # shortened the warm-up did not slow the step
+        request = {"prompt": "Describe this menu and list every dish with its price.", "images": [menu_photo()],
+                   "image_tier": "quality", "max_tokens": 256, "ignore_eos": True}
+        speeds = [fast.generate(**request).timings.decode_tokens_per_s for _ in range(decode_runs)]
+        print(json.dumps({**report, "decode_tok_s": speeds}))
 
 
 def main() -> None:
@@ -49,11 +56,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--size", default="qwen2.5-vl-7b")
     parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--decode-runs", type=int, default=0, help="256-token generations timed after the load")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     if args.child:
-        return child(args.child, args.device)
+        return child(args.child, args.device, args.decode_runs)
     import torch
 
     from bench.fast_decode import SIZES
@@ -70,7 +78,8 @@ def main() -> None:
                 env = {**os.environ, **SETTINGS[name], "TORCHINDUCTOR_CACHE_DIR": f"{caches}/inductor",
                        "TRITON_CACHE_DIR": f"{caches}/triton"}
                 done = subprocess.run([sys.executable, __file__, "--child", str(path), "--device", args.device,
-                                       "--out", "-"], env=env, capture_output=True, text=True, timeout=300)
+                                       "--decode-runs", str(args.decode_runs), "--out", "-"],
+                                      env=env, capture_output=True, text=True, timeout=300)
             lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
             results[name] = json.loads(lines[-1]) if lines else {"error": done.stderr[-2000:]}
             print(name, {k: v for k, v in results[name].items() if k != "compile_times"}, flush=True)
