@@ -7,7 +7,8 @@ optascan's fast engine, on the same checkpoint and inputs (issue #9).
 
 A checkpoint with random weights and the language model of ``--size``: Qwen2-VL architecture for Qwen2.5-VL-3B's
 and -7B's shapes (the Qwen2.5-VL language model is this architecture), LLaVA with LLaVA-1.5-7B's Llama decoder
-(the vision towers stay tiny; the image grids are the real ones); one 1024×768 image + a short prompt, greedy,
+(the vision towers are tiny, the image grids the real ones; ``--vision full``: the model cards' towers, on the
+Qwen2.5-VL architecture for the Qwen sizes); one 1024×768 image + a short prompt, greedy,
 ``--new-tokens`` tokens with EOS ignored. Paths: transformers' generate, transformers with a static cache +
 torch.compile, and the fast engine (``--variants``: as it loads, with its step uncompiled or SDPA attention, and
 with the experimental Triton projections).
@@ -38,7 +39,7 @@ import transformers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optascan  # noqa: E402
-from bench.inputs import llava_checkpoint, menu_photo, qwen2_vl_checkpoint  # noqa: E402
+from bench.inputs import benchmark_checkpoint, menu_photo  # noqa: E402
 from bench.provenance import ROOT, git_commit  # noqa: E402
 from optascan.testing.agreement import against_float32, first_divergence, greedy_ids  # noqa: E402
 from optascan.testing.tiny import TEXT_SIZES  # noqa: E402
@@ -188,6 +189,8 @@ def main() -> None:
     parser.add_argument("--size", default="qwen2.5-vl-3b", choices=[*SIZES, *TEXT_SIZES])
     parser.add_argument("--family", choices=["qwen2_vl", "llava"], default="qwen2_vl",
                         help="architecture for the small test sizes (the named sizes imply theirs)")
+    parser.add_argument("--vision", choices=["tiny", "full"], default="tiny",
+                        help="the vision tower: tiny (the image grids are the real ones), or the model card's")
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-static", action="store_true", help="skip transformers' static cache + compile")
@@ -200,8 +203,8 @@ def main() -> None:
                "image_tier": "quality"}
     report_paths: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        build = llava_checkpoint if args.size.startswith("llava") or args.family == "llava" else qwen2_vl_checkpoint
-        path = build(Path(tmp) / "ckpt", SIZES.get(args.size) or args.size, dtype)
+        path, family = benchmark_checkpoint(Path(tmp) / "ckpt", "llava" if args.family == "llava" else args.size,
+                                            SIZES.get(args.size) or args.size, dtype, args.vision)
         with optascan.load(path, device=args.device, engine="hf") as hf:
             lm_bytes = weight_bytes(hf.backend.language_model, hf.backend.model.lm_head)
             report_paths["hf_generate"] = timed_engine(hf, request, args.new_tokens, args.runs, args.device)
@@ -250,7 +253,7 @@ def main() -> None:
         else f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)",
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "optascan": optascan.__version__},
-        "size": args.size, "family": "llava" if build is llava_checkpoint else "qwen2_vl", "dtype": dtype,
+        "size": args.size, "family": family, "vision": args.vision, "dtype": dtype,
         "new_tokens": args.new_tokens, "runs": args.runs,
         "language_model_bytes": lm_bytes, "bandwidth_bytes_s": bandwidth() if ceiling else None,
         "ceiling_tok_s": ceiling, "paths": report_paths,

@@ -65,14 +65,13 @@ def main() -> None:
     import torch
 
     from bench.fast_decode import SIZES
-    from bench.inputs import llava_checkpoint, qwen2_vl_checkpoint
+    from bench.inputs import benchmark_checkpoint
     from bench.provenance import git_commit
 
     dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        build = llava_checkpoint if args.size.startswith("llava") else qwen2_vl_checkpoint
-        path = build(Path(tmp) / "ckpt", SIZES.get(args.size) or args.size, dtype)
+        path, _ = benchmark_checkpoint(Path(tmp) / "ckpt", args.size, SIZES.get(args.size) or args.size, dtype)
         for name in args.settings.split(","):
             with tempfile.TemporaryDirectory() as caches:
                 env = {**os.environ, **SETTINGS[name], "TORCHINDUCTOR_CACHE_DIR": f"{caches}/inductor",

@@ -3,6 +3,7 @@
 #
 #   run: OPTASCAN_SOURCE_COMMIT=<sha> bash bench/gpu_issue9.sh checks   (carry: gpu-wheels; + kernel sweeps)
 #   run: OPTASCAN_SOURCE_COMMIT=<sha> bash bench/gpu_issue9.sh qwen2.5-vl-3b      (or -7b, llava-1.5-7b)
+#   (VISION=full: the model cards' vision towers, for a time to first token with a real tower's work in it)
 #
 # Results land in $OUT; copy them to tests/gpu/results/ and bench/results/ with the device name and date.
 # check_fast's JSON-schema part needs xgrammar, which the device lacks: download its wheels for Python 3.12
@@ -36,6 +37,7 @@ variants=fast,fast_cublas_projections,fast_sdpa_attention
 [ "$stage" = llava-1.5-7b ] && variants=fast,fast_cublas_projections,fast_sdpa_attention
 variants=${VARIANTS:-$variants}
 timeout "${BENCH_TIMEOUT:-420}" python3 bench/fast_decode.py --device cuda --size "$stage" --runs 2 --variants "$variants" \
+    --vision "${VISION:-tiny}" \
     --out "$out/fast_decode-$stage.json" >"$out/bench.log" 2>&1
 echo "bench rc=$?"
 python3 - "$out/fast_decode-$stage.json" <<'EOF'

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optascan  # noqa: E402
 from bench.fast_decode import SIZES, VARIANTS, bandwidth, use_variant, weight_bytes  # noqa: E402
-from bench.inputs import llava_checkpoint, qwen2_vl_checkpoint  # noqa: E402
+from bench.inputs import benchmark_checkpoint  # noqa: E402
 from bench.provenance import git_commit  # noqa: E402
 
 
@@ -146,9 +146,9 @@ def main() -> None:
                     "device": torch.cuda.get_device_name(0) if args.device == "cuda" else args.device,
                     "versions": {"torch": torch.__version__, "optascan": optascan.__version__}}
     with tempfile.TemporaryDirectory() as tmp:
-        build = llava_checkpoint if args.size.startswith("llava") else qwen2_vl_checkpoint
         cuda = args.device == "cuda"
-        path = build(Path(tmp) / "ckpt", SIZES.get(args.size, args.size), "bfloat16" if cuda else None)
+        path, _ = benchmark_checkpoint(Path(tmp) / "ckpt", args.size, SIZES.get(args.size, args.size),
+                                       "bfloat16" if cuda else None)
         for name in args.variants.split(","):
             use_variant(name)
             with optascan.load(path, device=args.device, engine="fast") as fast:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optascan  # noqa: E402
 from bench.fast_decode import SIZES, sync  # noqa: E402
-from bench.inputs import llava_checkpoint, menu_photo, qwen2_vl_checkpoint  # noqa: E402
+from bench.inputs import benchmark_checkpoint, menu_photo  # noqa: E402
 from bench.provenance import git_commit  # noqa: E402
 from optascan.engine.conversation import to_conversation  # noqa: E402
 from optascan.images.prepare import prepare_image  # noqa: E402
@@ -70,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--size", default="qwen2.5-vl-3b", choices=[*SIZES, *TEXT_SIZES])
+    parser.add_argument("--vision", choices=["tiny", "full"], default="tiny")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -77,8 +78,8 @@ def main() -> None:
     photo = menu_photo()
     conversation = to_conversation(Request(prompt=PROMPT, images=[photo], image_tier="quality"))
     with tempfile.TemporaryDirectory() as tmp:
-        build = llava_checkpoint if args.size.startswith("llava") else qwen2_vl_checkpoint
-        path = build(Path(tmp) / "ckpt", SIZES.get(args.size) or args.size, dtype)
+        path, _ = benchmark_checkpoint(Path(tmp) / "ckpt", args.size, SIZES.get(args.size) or args.size, dtype,
+                                       args.vision)
         with optascan.load(path, device=args.device, engine="fast") as fast:
             backend = fast.backend
             warmup = {"warmup_s": backend.warmup_s, "warmup_parts": backend.warmup_parts}
@@ -97,7 +98,7 @@ def main() -> None:
     stats = pstats.Stats(profiler)
     top = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)[:40]
     report = {
-        "benchmark": "profile_ttft", "size": args.size, **git_commit(),
+        "benchmark": "profile_ttft", "size": args.size, "vision": args.vision, **git_commit(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else args.device,
         "versions": {"torch": torch.__version__, "optascan": optascan.__version__},

@@ -163,7 +163,7 @@ def _text_kwargs(tok, text_size: dict | None = None) -> dict:
     return {**kwargs, **(text_size or {})}
 
 
-def _llava(tok, text, image_size: int = 32, patch: int = 8):
+def _llava(tok, text, image_size: int = 32, patch: int = 8, vision_size: dict | None = None):
     from transformers import (
         CLIPImageProcessorPil,
         CLIPVisionConfig,
@@ -175,10 +175,11 @@ def _llava(tok, text, image_size: int = 32, patch: int = 8):
 
     # 32 px / patch 8 -> 16 patches (+CLS, dropped by the "default" strategy) -> 16 image tokens by default;
     # benchmarks ask for LLaVA-1.5's 336 px / 14 (576 image tokens) through llava_image.
-    vision = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        image_size=image_size, patch_size=patch, projection_dim=32,
-    )
+    vision = CLIPVisionConfig(**{
+        **dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+               image_size=image_size, patch_size=patch, projection_dim=32),
+        **(vision_size or {}),
+    })
     config = LlavaConfig(
         vision_config=vision,
         text_config=LlamaConfig(**text),
@@ -198,7 +199,7 @@ def _llava(tok, text, image_size: int = 32, patch: int = 8):
     return LlavaForConditionalGeneration, config, processor
 
 
-def _qwen2_vl(tok, text, version: str = "2"):
+def _qwen2_vl(tok, text, version: str = "2", vision_size: dict | None = None):
     """Qwen2-VL, or with ``version="2.5"`` Qwen2.5-VL: the same language model (Qwen2 with M-RoPE) behind a
     vision tower with windowed attention, SwiGLU blocks and RMSNorm."""
     from transformers import (
@@ -228,6 +229,7 @@ def _qwen2_vl(tok, text, version: str = "2"):
         config_cls, model_cls, processor_cls = Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
         vision = dict(depth=2, embed_dim=32, num_heads=2, mlp_ratio=2, hidden_size=text["hidden_size"],  # merger
                       patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    vision = {**vision, **(vision_size or {})}
     config = config_cls(
         text_config=text,
         vision_config=vision,
@@ -283,16 +285,20 @@ def _llama_text(tok, text):
 
 def build_tiny_checkpoint(family: str, path: str | os.PathLike, *, seed: int = 0,
                           text_size: dict | str | None = None, dtype: str | None = None,
-                          llava_image: tuple[int, int] | None = None) -> pathlib.Path:
+                          llava_image: tuple[int, int] | None = None,
+                          vision_size: dict | None = None) -> pathlib.Path:
     """Write a tiny random checkpoint of `family` into `path` (created if needed) and return the path.
 
     ``text_size``: a ``TEXT_SIZES`` name or a dict of language-model dims (hidden_size, num_hidden_layers,
     num_attention_heads, num_key_value_heads, intermediate_size, head_dim). ``dtype``: e.g. "bfloat16" to
     initialise and save the weights in that dtype (default float32). ``llava_image``: (image size, patch size)
-    of the LLaVA vision tower (default (32, 8): 16 image tokens).
+    of the LLaVA vision tower (default (32, 8): 16 image tokens). ``vision_size``: vision-config fields over the
+    tiny tower's, for LLaVA and the Qwen families (benchmarks: a model card's full-size tower).
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+    if vision_size and family not in ("llava", "qwen2_vl", "qwen2_5_vl"):
+        raise ValueError(f"vision_size is for llava and the qwen families, not {family!r}")
     if isinstance(text_size, str):
         if text_size not in TEXT_SIZES:
             raise ValueError(f"unknown size {text_size!r}; expected one of {tuple(TEXT_SIZES)}")
@@ -306,6 +312,8 @@ def build_tiny_checkpoint(family: str, path: str | os.PathLike, *, seed: int = 0
     builders = {"llava": _llava, "qwen2_vl": _qwen2_vl, "qwen2_5_vl": functools.partial(_qwen2_vl, version="2.5"),
                 "idefics3": _idefics3, "llama_text": _llama_text}
     extra = dict(zip(("image_size", "patch"), llava_image, strict=True)) if family == "llava" and llava_image else {}
+    if vision_size:
+        extra["vision_size"] = vision_size
     model_cls, config, processor = builders[family](tok, _text_kwargs(tok, text_size), **extra)
 
     # Seed only around init, and restore the global RNG so building never perturbs the caller's state.

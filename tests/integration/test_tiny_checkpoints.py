@@ -128,3 +128,18 @@ def test_cli_prints_path(tmp_path):
     )
     assert out.stdout.strip().splitlines()[-1] == str(tmp_path / "ck")
     assert (tmp_path / "ck" / "model.safetensors").is_file()
+
+
+def test_vision_size_overrides_the_tiny_tower_and_loads(tmp_path):
+    """Benchmarks ask for a model card's vision tower: the fields land in the saved config, the rest stays tiny,
+    and the checkpoint loads through from_pretrained with the bigger tower's weights."""
+    from transformers import AutoModelForImageTextToText
+
+    path = build_tiny_checkpoint("qwen2_5_vl", tmp_path / "q", vision_size={"depth": 3, "fullatt_block_indexes": [2]})
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    vision = model.config.vision_config
+    assert (vision.depth, vision.fullatt_block_indexes, vision.hidden_size) == (3, [2], 32)
+    assert len(model.model.visual.blocks) == 3
+    with pytest.raises(ValueError, match="vision_size"):
+        build_tiny_checkpoint("idefics3", tmp_path / "i", vision_size={"num_hidden_layers": 3})
+    assert not (tmp_path / "i").exists()  # refused before anything is written
