@@ -291,6 +291,30 @@ def test_a_prompt_padded_to_its_prefill_bucket_gives_the_same_logits_and_tokens(
     assert got.text == expected.text and got.usage.completion_tokens == 32
 
 
+def test_a_prompt_longer_than_the_prefill_buckets_runs_without_a_graph(fast):
+    """Past the last bucket (2,048 tokens) the graphs decline and the prefill runs the decoder directly: the same
+    logits as the decoder's own pass, through FastBackend.prefill with graphs attached."""
+    from optascan.engine.backends.fast.prefill import PrefillGraphs
+
+    backend = fast("llama_text").backend
+    graphs = PrefillGraphs(backend.decoder, "cpu", capture=False)
+    n = graphs.buckets[-1] + 1
+    assert n < backend.decoder.max_tokens
+    ids = torch.randint(5, backend.decoder.embed.weight.shape[0], (1, n))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.inference_mode():
+        embeds, positions = backend._prefill_inputs(inputs)
+        assert graphs.run(embeds, positions) is None
+        direct = backend.decoder(embeds, 0, *backend.decoder.rotary(positions))
+        backend.prefill_graphs = graphs
+        try:
+            logits, length, next_position = backend.prefill(inputs)
+        finally:
+            backend.prefill_graphs = None
+    assert (length, next_position) == (n, n)
+    assert (logits - direct).abs().max().item() < 1e-5
+
+
 def test_only_the_fast_engine_processes_images_on_its_gpu(tiny_dir):
     """The fast engine asks transformers' torchvision image processor to work on the model's GPU; the
     transformers engine, the reference path, keeps the CPU (the GPU run itself is in the device checks)."""
