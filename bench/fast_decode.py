@@ -39,7 +39,7 @@ import transformers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optascan  # noqa: E402
-from bench.inputs import benchmark_checkpoint, menu_photo  # noqa: E402
+from bench.inputs import benchmark_checkpoint, menu_request  # noqa: E402
 from bench.provenance import ROOT, git_commit  # noqa: E402
 from optascan.testing.agreement import against_float32, first_divergence, greedy_ids  # noqa: E402
 from optascan.testing.tiny import TEXT_SIZES  # noqa: E402
@@ -199,8 +199,7 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
-    request = {"prompt": "Describe this menu and list every dish with its price.", "images": [menu_photo()],
-               "image_tier": "quality"}
+    request = menu_request()
     report_paths: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         path, family = benchmark_checkpoint(Path(tmp) / "ckpt", "llava" if args.family == "llava" else args.size,

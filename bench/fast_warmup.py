@@ -35,7 +35,7 @@ def child(path: str, device: str, decode_runs: int) -> None:
     import torch
 
     import optascan
-    from bench.inputs import menu_photo
+    from bench.inputs import menu_request
 
     start = time.perf_counter()
     with optascan.load(path, device=device, engine="fast") as fast:
@@ -45,9 +45,8 @@ def child(path: str, device: str, decode_runs: int) -> None:
                   "compile_times": torch._dynamo.utils.compile_times(repr="str", aggregate=True)}
         # after the warm-up, the decode speed (bench/fast_decode.py's request, 256 tokens): a check that what
         # shortened the warm-up did not slow the step
-        request = {"prompt": "Describe this menu and list every dish with its price.", "images": [menu_photo()],
-                   "image_tier": "quality", "max_tokens": 256, "ignore_eos": True}
-        speeds = [fast.generate(**request).timings.decode_tokens_per_s for _ in range(decode_runs)]
+        speeds = [fast.generate(**menu_request(), max_tokens=256, ignore_eos=True).timings.decode_tokens_per_s
+                  for _ in range(decode_runs)]
         print(json.dumps({**report, "decode_tok_s": speeds}))
 
 

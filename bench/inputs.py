@@ -23,6 +23,14 @@ FULL_VISION = {
 QWEN2_VL_PIXELS = {"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 1280}  # the real processor's defaults
 
 
+MENU_PROMPT = "Describe this menu and list every dish with its price."
+
+
+def menu_request(photo: Image.Image | None = None) -> dict:
+    """The GPU benchmarks' request (engine.generate keywords): the menu photo at the quality tier + MENU_PROMPT."""
+    return {"prompt": MENU_PROMPT, "images": [photo or menu_photo()], "image_tier": "quality"}
+
+
 def menu_photo() -> Image.Image:
     image = Image.new("RGB", (1024, 768), (235, 230, 220))
     draw = ImageDraw.Draw(image)

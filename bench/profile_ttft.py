@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime
-import itertools
 import json
 import pstats
 import statistics
@@ -30,14 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import optascan  # noqa: E402
 from bench.fast_decode import SIZES, sync  # noqa: E402
-from bench.inputs import benchmark_checkpoint, menu_photo  # noqa: E402
+from bench.inputs import benchmark_checkpoint, menu_photo, menu_request  # noqa: E402
 from bench.provenance import git_commit  # noqa: E402
+from optascan.engine.backends.fast.graphs import intervals  # noqa: E402
 from optascan.engine.conversation import to_conversation  # noqa: E402
 from optascan.images.prepare import prepare_image  # noqa: E402
 from optascan.testing.tiny import TEXT_SIZES  # noqa: E402
 from optascan.types import Request  # noqa: E402
-
-PROMPT = "Describe this menu and list every dish with its price."
 
 
 def stages(backend, conversation, photo, device: str) -> dict[str, float]:
@@ -63,7 +61,7 @@ def stages(backend, conversation, photo, device: str) -> dict[str, float]:
         int(logits[0, -1].argmax())
         mark()
     names = ("image_intake", "template_and_processor", "vision_and_merge", "decoder_prefill", "first_token")
-    return dict(zip(names, (end - start for start, end in itertools.pairwise(marks)), strict=True))
+    return intervals(names, marks)
 
 
 def main() -> None:
@@ -76,18 +74,19 @@ def main() -> None:
     args = parser.parse_args()
     dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
     photo = menu_photo()
-    conversation = to_conversation(Request(prompt=PROMPT, images=[photo], image_tier="quality"))
+    request = menu_request(photo)
+    conversation = to_conversation(Request(**request))
     with tempfile.TemporaryDirectory() as tmp:
         path, _ = benchmark_checkpoint(Path(tmp) / "ckpt", args.size, SIZES.get(args.size) or args.size, dtype,
                                        args.vision)
         with optascan.load(path, device=args.device, engine="fast") as fast:
             backend = fast.backend
             warmup = {"warmup_s": backend.warmup_s, "warmup_parts": backend.warmup_parts}
-            fast.generate(prompt=PROMPT, images=[photo], image_tier="quality", max_tokens=2)  # warm
+            fast.generate(**request, max_tokens=2)  # warm
             passes = [stages(backend, conversation, photo, args.device) for _ in range(args.runs)]
             ends = {}
             for _ in range(args.runs):  # the engine's own measure, hand-offs between threads included
-                result = fast.generate(prompt=PROMPT, images=[photo], image_tier="quality", max_tokens=1)
+                result = fast.generate(**request, max_tokens=1)
                 ends.setdefault("engine_ttft", []).append(result.timings.ttft_s)
                 ends.setdefault("engine_preprocess", []).append(result.timings.preprocess_s)
             profiler = cProfile.Profile()

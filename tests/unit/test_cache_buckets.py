@@ -21,9 +21,9 @@ def test_prefill_graph_buckets_step_by_256_up_to_2048_tokens():
     assert prefill_buckets(100) == []
 
 
-def test_warmup_parts_are_the_gaps_between_marks():
-    from optascan.engine.backends.fast.graphs import warmup_parts
+def test_intervals_are_the_gaps_between_marks():
+    from optascan.engine.backends.fast.graphs import intervals
 
-    assert warmup_parts(("a", "b"), [1.0, 1.5, 4.0]) == {"a": 0.5, "b": 2.5}
+    assert intervals(("a", "b"), [1.0, 1.5, 4.0]) == {"a": 0.5, "b": 2.5}
     with pytest.raises(ValueError):
-        warmup_parts(("a", "b"), [1.0, 2.0])  # a missing mark is a bug, not a shorter report
+        intervals(("a", "b"), [1.0, 2.0])  # a missing mark is a bug, not a shorter report

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -73,34 +74,11 @@ class DecodeLoop:
         self.rope.add_(1)
 
     def _capture(self) -> None:
-        """Warm up on a side stream (allocator, kernel selection, any compilation), then capture one step per
-        mode and bucket, all from one memory pool (they never run at once). Done at load."""
+        """One step per mode and bucket, warmed twice (from slot 0) and captured. Done at load."""
         saved = (self.decoder.k_cache.clone(), self.decoder.v_cache.clone())
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        marks = [time.perf_counter()]
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for mode in MODES:
-                for length in self.buckets:
-                    self.index.zero_()
-                    for _ in range(2):
-                        self._body(mode, length)
-                        if len(marks) == 1:
-                            stream.synchronize()
-                            marks.append(time.perf_counter())
-        torch.cuda.current_stream().wait_stream(stream)
-        torch.cuda.synchronize()
-        marks.append(time.perf_counter())
-        pool = torch.cuda.graph_pool_handle()
-        for mode in MODES:
-            for length in self.buckets:
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=pool), torch.inference_mode():
-                    self._body(mode, length)
-                self.graphs[mode, length] = graph
-        torch.cuda.synchronize()
-        marks.append(time.perf_counter())
-        self.warmup_parts = warmup_parts(("first_step_s", "other_steps_s", "capture_s"), marks)
+        self.graphs, self.warmup_parts = warm_and_capture(
+            [(mode, length) for mode in MODES for length in self.buckets], lambda key: self._body(*key),
+            ("first_step_s", "other_steps_s", "capture_s"), before_warm=lambda _: self.index.zero_(), warm_runs=2)
         self.decoder.k_cache.copy_(saved[0])  # the warm-up wrote into the cache: leave it as it was
         self.decoder.v_cache.copy_(saved[1])
 
@@ -160,7 +138,41 @@ class DecodeLoop:
             yield int(self.host[pending % 2])
 
 
-def warmup_parts(names: tuple[str, ...], marks: list[float]) -> dict[str, float]:
+def warm_and_capture(keys: list[Any], run: Callable[[Any], None], names: tuple[str, str, str], *,
+                     before_warm: Callable[[Any], None] | None = None,
+                     warm_runs: int = 1) -> tuple[dict[Any, torch.cuda.CUDAGraph], dict[str, float]]:
+    """Run each key's body ``warm_runs`` times on a side stream (allocator, kernel selection, any compilation:
+    nothing of that may happen inside a capture), then capture one CUDA graph per key, all from one memory pool
+    (they never run at once). Returns the graphs and the warm-up's parts under ``names``: the first run
+    (compiling), the other warm runs, the captures."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    marks = [time.perf_counter()]
+    with torch.cuda.stream(stream), torch.inference_mode():
+        for key in keys:
+            if before_warm is not None:
+                before_warm(key)
+            for _ in range(warm_runs):
+                run(key)
+                if len(marks) == 1:
+                    stream.synchronize()
+                    marks.append(time.perf_counter())
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    marks.append(time.perf_counter())
+    pool = torch.cuda.graph_pool_handle()
+    graphs = {}
+    for key in keys:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool), torch.inference_mode():
+            run(key)
+        graphs[key] = graph
+    torch.cuda.synchronize()
+    marks.append(time.perf_counter())
+    return graphs, intervals(names, marks)
+
+
+def intervals(names: tuple[str, ...], marks: list[float]) -> dict[str, float]:
     """The seconds between consecutive time marks, by name."""
     return {name: end - start for name, (start, end) in zip(names, itertools.pairwise(marks), strict=True)}
 

@@ -14,12 +14,10 @@ each bucket's capture (a prefill at its length, twice) is warm-up time.
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from .decoder import CompactDecoder
-from .graphs import warmup_parts
+from .graphs import warm_and_capture
 
 STEP = 256  # bucket spacing: at most 255 padded tokens
 LONGEST = 2048  # longer prompts' prefills are long enough for the GPU, not the host, to set their time
@@ -51,29 +49,10 @@ class PrefillGraphs:
         self.logits.copy_(self.decoder(self.embeds[:, :bucket], 0, cos, sin, last=self.last))
 
     def _capture(self) -> None:
-        """Warm every bucket on a side stream (any compilation for the new lengths), then capture one graph per
-        bucket, all from one memory pool (they never run at once). At load; the cache is garbage then."""
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        marks = [time.perf_counter()]
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for bucket in self.buckets:
-                self._body(bucket)
-                if len(marks) == 1:
-                    stream.synchronize()
-                    marks.append(time.perf_counter())
-        torch.cuda.current_stream().wait_stream(stream)
-        torch.cuda.synchronize()
-        marks.append(time.perf_counter())
-        pool = torch.cuda.graph_pool_handle()
-        for bucket in self.buckets:
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool), torch.inference_mode():
-                self._body(bucket)
-            self.graphs[bucket] = graph
-        torch.cuda.synchronize()
-        marks.append(time.perf_counter())
-        self.warmup_parts = warmup_parts(("first_bucket_s", "other_buckets_s", "capture_s"), marks)
+        """One graph per bucket, each warmed once (any compilation for the new length). At load; the cache is
+        garbage then."""
+        self.graphs, self.warmup_parts = warm_and_capture(self.buckets, self._body,
+                                                          ("first_bucket_s", "other_buckets_s", "capture_s"))
 
     def run(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | None:
         """The last prompt token's logits [1, 1, vocab] for ``embeds`` [1, n, hidden] at ``positions`` ([n] or
