@@ -187,10 +187,47 @@ def check_projection_kernel_in_bf16(record, device):
     assert not record["agreement"]["diverged"] or record["agreement"]["tie"], record["agreement"]
 
 
+def check_packed_vision_attention_in_bf16(record, device):
+    """The Qwen2-VL-family vision attention in one call (vision.py: PyTorch's variable-length flash kernel on
+    CUDA) against transformers' loop of one SDPA per window, in bf16, on the model card's tower shape (16 heads
+    of 80) and a 1024x768 photo's ~70 windows of up to 64 patches plus one full-attention span; and a Qwen2.5-VL
+    checkpoint's greedy tokens on the fast engine (packed) equal the transformers engine's (looped), or a tie."""
+    import torch
+    import torch.nn.functional as F
+
+    from optascan.engine.backends.fast import vision
+    from optascan.testing.agreement import first_divergence, greedy_ids
+
+    torch.manual_seed(0)
+    lengths = [64] * 60 + [48, 32, 16, 40, 56, 8, 24, 64, 36, 20]
+    worst = {}
+    for name, spans in (("windows", lengths), ("full", [sum(lengths)])):
+        bounds = torch.tensor([0, *torch.tensor(spans).cumsum(0).tolist()], device=device, dtype=torch.int32)
+        q, k, v = (torch.randn(1, 16, sum(spans), 80, device=device, dtype=torch.bfloat16) for _ in range(3))
+        packed = vision.packed_attention(None, q, k, v, scaling=80 ** -0.5, cu_seq_lens_q=bounds,
+                                         max_length_q=max(spans))[0][0]  # [total, heads, d]
+        edges = bounds.tolist()
+        looped = torch.cat([F.scaled_dot_product_attention(*(t[:, :, a:b].float() for t in (q, k, v)), scale=80 ** -0.5)
+                            for a, b in zip(edges[:-1], edges[1:], strict=True)], dim=2)[0].transpose(0, 1)
+        worst[name] = ((packed.float() - looped).abs().max() / looped.abs().max()).item()
+    record["flash_kernel"] = vision.uses_flash_kernel(q)
+    record["max_relative_error"] = worst
+    assert max(worst.values()) < 2e-2
+    path = build_tiny_checkpoint("qwen2_5_vl", ROOT / "qwen2_5_vl", text_size="small")
+    request = dict(prompt="Describe the picture.", images=[PHOTO, Image.new("RGB", (300, 200), (20, 160, 30))])
+    with optascan.load(path, device=device, engine="hf") as hf:
+        prepared, expected = greedy_ids(hf, request, 64)
+    with optascan.load(path, device=device, engine="fast") as fast:
+        record["packed"] = fast.backend.packed_vision
+        record["agreement"] = first_divergence(fast, prepared, expected, greedy_ids(fast, request, 64)[1])
+    assert record["packed"]
+    assert not record["agreement"]["diverged"] or record["agreement"]["tie"], record["agreement"]
+
+
 CHECKS = [check_greedy_matches_transformers, check_fp32_graphs_match_transformers_greedy_and_seeded,
           check_demo_answers_stop_at_eos, check_cancel_within_one_step,
           check_default_step_is_compiled_with_kernel_attention, check_decode_attention_kernel_in_bf16,
-          check_projection_kernel_in_bf16]
+          check_projection_kernel_in_bf16, check_packed_vision_attention_in_bf16]
 
 
 def main() -> int:

@@ -32,12 +32,16 @@ from ..torch_sampling import choose_token, sampling_tensors
 from .decoder import CompactDecoder, build_from
 from .graphs import DecodeLoop
 from .prefill import PrefillGraphs
+from .vision import use_packed_attention
 
 
 class _Captured(Exception):
     def __init__(self, embeds: torch.Tensor, positions: torch.Tensor | None) -> None:
         super().__init__("captured")
         self.embeds, self.positions = embeds, positions
+
+
+PACKED_VISION_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 
 
 class FastBackend(HFBackend):
@@ -53,6 +57,12 @@ class FastBackend(HFBackend):
             raise ModelLoadError(f"the fast engine does not support {self.model_type!r} models yet",
                                  hint="use engine='hf' (or 'auto', which falls back to it)")
         self.reuses_prefix = False  # the compact decoder keeps its own cache
+        # Qwen2-VL-family vision towers: windowed attention in one call per layer, not one per window (vision.py;
+        # OPTASCAN_FAST_VISION=loop keeps transformers' loop, for comparison)
+        inner = getattr(self.model, "model", None)
+        vision_tower = getattr(self.model, "visual", None) or getattr(inner, "visual", None)
+        self.packed_vision = self.model_type in PACKED_VISION_FAMILIES and vision_tower is not None \
+            and os.environ.get("OPTASCAN_FAST_VISION") != "loop" and use_packed_attention(vision_tower)
         text_config = self.model.config.get_text_config()
         self.cache_tokens = min(cache_tokens, self.context_length or cache_tokens)
         # the KV cache is allocated here, once: requests are bounded by its length (the spine refuses longer
