@@ -64,6 +64,33 @@ def stages(backend, conversation, photo, device: str) -> dict[str, float]:
     return intervals(names, marks)
 
 
+def vision_kernels(backend, prepared, runs: int, device: str) -> dict:
+    """The vision tower and merge (``_prefill_inputs``) under torch.profiler: its wall time per pass against the
+    GPU's kernel time per pass, and the kernels with the most time. Kernel time well under wall time means the
+    host (Python, launches, syncs) sets the pace."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with torch.inference_mode():
+        backend._prefill_inputs(prepared.inputs)
+        sync(device)
+        with profile(activities=activities) as prof:
+            start = time.perf_counter()
+            for _ in range(runs):
+                backend._prefill_inputs(prepared.inputs)
+            sync(device)
+            wall = (time.perf_counter() - start) / runs
+    kernels = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+    kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    host_ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:15]
+    return {"wall_ms_per_pass": wall * 1000,
+            "kernel_ms_per_pass": sum(e.self_device_time_total for e in kernels) / 1000 / runs,
+            "kernels_per_pass": sum(e.count for e in kernels) / runs,
+            "top_kernels_ms_per_pass": {e.key[:90]: round(e.self_device_time_total / 1000 / runs, 3)
+                                        for e in kernels[:20]},
+            "top_host_ops_ms_per_pass": {e.key[:90]: round(e.self_cpu_time_total / 1000 / runs, 3) for e in host_ops}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
@@ -84,6 +111,8 @@ def main() -> None:
             warmup = {"warmup_s": backend.warmup_s, "warmup_parts": backend.warmup_parts}
             fast.generate(**request, max_tokens=2)  # warm
             passes = [stages(backend, conversation, photo, args.device) for _ in range(args.runs)]
+            image = prepare_image(photo, tier="quality", limits=backend.image_limits)
+            kernels = vision_kernels(backend, backend.prepare(conversation, [image.image]), args.runs, args.device)
             ends = {}
             for _ in range(args.runs):  # the engine's own measure, hand-offs between threads included
                 result = fast.generate(**request, max_tokens=1)
@@ -102,13 +131,15 @@ def main() -> None:
         "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else args.device,
         "versions": {"torch": torch.__version__, "optascan": optascan.__version__},
         "runs": args.runs, **warmup,
+        "vision_and_merge_profile": kernels,
         "stage_ms": {name: statistics.median(p[name] for p in passes) * 1000 for name in passes[0]},
         "engine_ms": {name: statistics.median(values) * 1000 for name, values in ends.items()},
         "host_own_ms_per_pass": {f"{Path(file).name}:{line}:{func}": round(own / args.runs * 1000, 3)
                                  for (file, line, func), (_, _, own, _, _) in top},
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("stage_ms", "engine_ms", "warmup_s", "warmup_parts")}, indent=2))
+    print(json.dumps({k: report[k] for k in ("stage_ms", "engine_ms", "warmup_s", "warmup_parts",
+                                                           "vision_and_merge_profile")}, indent=2))
 
 
 if __name__ == "__main__":
