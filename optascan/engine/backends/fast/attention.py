@@ -29,6 +29,11 @@ except ImportError:  # CPU-only installs: the decoder keeps SDPA
 SPLIT = 128  # the most cache slots per program
 BLOCK = 64  # the most slots per inner iteration
 PROGRAMS = 256  # what the split aims at over a whole cache bucket
+# Each distinct constexpr (and each integer argument Triton specialises: ==1, multiple of 16) is one more kernel
+# compiled at load. The merge's padded split count has a floor, and the split counts and lengths are plain
+# arguments, so the cache buckets up to 2,048 slots share one kernel of each kind: per bucket, they were about a
+# second and a half of a cold warm-up (bench/results/fast_warmup-*.json, decode_other_steps_s).
+MERGE_PAD = 32
 
 
 def split_for(kv_heads: int, length: int) -> int:
@@ -83,13 +88,13 @@ def decode_attention(query: torch.Tensor, keys: torch.Tensor, values: torch.Tens
         BLOCK=min(BLOCK, split))
     out = torch.empty(1, heads, 1, d, dtype=query.dtype, device=query.device)
     _merge_kernel[(heads,)](partial, lse, out, splits, GROUP=group, D=d,
-                            SPLITS_PAD=triton.next_power_of_2(splits))
+                            SPLITS_PAD=max(MERGE_PAD, triton.next_power_of_2(splits)))
     return out
 
 
 if triton is not None:
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["length", "splits"])
     def _partial_kernel(Q, K, V, NewK, NewV, Index, Partial, Lse, scale, length, q_head_stride, k_head_stride,
                         k_slot_stride, v_head_stride, v_slot_stride, new_k_head_stride, new_v_head_stride, splits,
                         WRITE: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, D: tl.constexpr,
@@ -137,7 +142,7 @@ if triton is not None:
         result = tl.where(empty[:, None], 0.0, acc / tl.where(empty, 1.0, total)[:, None])
         tl.store(Partial + where[:, None] * D + dims[None, :], result, mask=live[:, None])
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["splits"])
     def _merge_kernel(Partial, Lse, Out, splits, GROUP: tl.constexpr, D: tl.constexpr,
                       SPLITS_PAD: tl.constexpr):
         q_head = tl.program_id(0)
