@@ -199,13 +199,15 @@ def main() -> None:
     parser.add_argument("--skip-static", action="store_true", help="skip transformers' static cache + compile")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"fast-engine variants to run, comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--checkpoint", help="build the checkpoint here, or reuse the one built here before")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
     request = menu_request()
     report_paths: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        path, family = benchmark_checkpoint(Path(tmp) / "ckpt", "llava" if args.family == "llava" else args.size,
+        where = Path(args.checkpoint or Path(tmp) / "ckpt")
+        path, family = benchmark_checkpoint(where, "llava" if args.family == "llava" else args.size,
                                             SIZES.get(args.size) or args.size, dtype, args.vision)
         with optascan.load(path, device=args.device, engine="hf") as hf:
             lm_bytes = weight_bytes(hf.backend.language_model, hf.backend.model.lm_head)

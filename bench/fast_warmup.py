@@ -57,6 +57,8 @@ def main() -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--decode-runs", type=int, default=0, help="256-token generations timed after the load")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--vision", choices=["tiny", "full"], default="tiny")
+    parser.add_argument("--checkpoint", help="build the checkpoint here, or reuse the one built here before")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     if args.child:
@@ -70,7 +72,8 @@ def main() -> None:
     dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        path, _ = benchmark_checkpoint(Path(tmp) / "ckpt", args.size, SIZES.get(args.size) or args.size, dtype)
+        path, _ = benchmark_checkpoint(Path(args.checkpoint or Path(tmp) / "ckpt"), args.size,
+                                       SIZES.get(args.size) or args.size, dtype, args.vision)
         for name in args.settings.split(","):
             with tempfile.TemporaryDirectory() as caches:
                 env = {**os.environ, **SETTINGS[name], "TORCHINDUCTOR_CACHE_DIR": f"{caches}/inductor",

@@ -45,10 +45,19 @@ def benchmark_checkpoint(path: Path, size: str, text_size: str | dict, dtype: st
     or Qwen2.5-VL (``vision="full"``)."""
     if vision not in ("tiny", "full"):
         raise ValueError(f"vision is 'tiny' or 'full', not {vision!r}")
-    if size.startswith("llava"):
-        return llava_checkpoint(path, text_size, dtype, vision), "llava"
-    family = "qwen2_5_vl" if vision == "full" else "qwen2_vl"
-    return qwen2_vl_checkpoint(path, text_size, dtype, family), family
+    family = "llava" if size.startswith("llava") else "qwen2_5_vl" if vision == "full" else "qwen2_vl"
+    # a folder that already holds this very checkpoint is reused: several scripts of one GPU call share one
+    # build (a 7B one takes minutes to write) through --checkpoint
+    key = json.dumps({"size": size, "text_size": text_size, "dtype": dtype, "vision": vision})
+    marker = path / "bench_checkpoint.json"
+    if marker.is_file() and marker.read_text() == key:
+        return path, family
+    if family == "llava":
+        llava_checkpoint(path, text_size, dtype, vision)
+    else:
+        qwen2_vl_checkpoint(path, text_size, dtype, family)
+    marker.write_text(key)
+    return path, family
 
 
 def qwen2_vl_checkpoint(path: Path, text_size: str | dict, dtype: str | None = None,

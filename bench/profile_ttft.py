@@ -97,17 +97,22 @@ def main() -> None:
     parser.add_argument("--size", default="qwen2.5-vl-3b", choices=[*SIZES, *TEXT_SIZES])
     parser.add_argument("--vision", choices=["tiny", "full"], default="tiny")
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--checkpoint", help="build the checkpoint here, or reuse the one built here before")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
     photo = menu_photo()
     request = menu_request(photo)
     conversation = to_conversation(Request(**request))
+    begin = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        path, _ = benchmark_checkpoint(Path(tmp) / "ckpt", args.size, SIZES.get(args.size) or args.size, dtype,
+        path, _ = benchmark_checkpoint(Path(args.checkpoint or Path(tmp) / "ckpt"), args.size,
+                                       SIZES.get(args.size) or args.size, dtype,
                                        args.vision)
+        print(f"checkpoint ready at {time.perf_counter() - begin:.0f} s", flush=True)
         with optascan.load(path, device=args.device, engine="fast") as fast:
             backend = fast.backend
+            print(f"loaded at {time.perf_counter() - begin:.0f} s", flush=True)
             warmup = {"warmup_s": backend.warmup_s, "warmup_parts": backend.warmup_parts}
             fast.generate(**request, max_tokens=2)  # warm
             passes = [stages(backend, conversation, photo, args.device) for _ in range(args.runs)]
