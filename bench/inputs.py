@@ -6,6 +6,7 @@ and LLaVA's is CLIP ViT-L/14 at 336 px, so time to first token includes a real t
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -52,20 +53,27 @@ def benchmark_checkpoint(path: Path, size: str, text_size: str | dict, dtype: st
     marker = path / "bench_checkpoint.json"
     if marker.is_file() and marker.read_text() == key:
         return path, family
-    if family == "llava":
-        llava_checkpoint(path, text_size, dtype, vision)
-    else:
-        qwen2_vl_checkpoint(path, text_size, dtype, family)
+    import torch
+
+    build = functools.partial(llava_checkpoint, vision=vision) if family == "llava" \
+        else functools.partial(qwen2_vl_checkpoint, family=family)
+    try:  # random weights drawn on the GPU: minutes faster for a 7B than on the host
+        build(path, text_size, dtype, init_device="cuda" if torch.cuda.is_available() else None)
+    except (RuntimeError, torch.cuda.OutOfMemoryError):
+        build(path, text_size, dtype)
+    if torch.cuda.is_available():  # the build's weights must not count in the first path's peak memory
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     marker.write_text(key)
     return path, family
 
 
 def qwen2_vl_checkpoint(path: Path, text_size: str | dict, dtype: str | None = None,
-                        family: str = "qwen2_vl") -> Path:
+                        family: str = "qwen2_vl", init_device: str | None = None) -> Path:
     """A random-weight Qwen2-VL checkpoint at ``path`` with ``text_size``'s language model and real pixel limits
     (``family="qwen2_5_vl"``: Qwen2.5-VL with its full-size tower)."""
     path = build_tiny_checkpoint(family, path, text_size=text_size, dtype=dtype,
-                                 vision_size=FULL_VISION.get(family))
+                                 vision_size=FULL_VISION.get(family), init_device=init_device)
     config_path = path / "processor_config.json"
     config = json.loads(config_path.read_text())
     for key in ("image_processor", "video_processor"):
@@ -75,8 +83,10 @@ def qwen2_vl_checkpoint(path: Path, text_size: str | dict, dtype: str | None = N
     return path
 
 
-def llava_checkpoint(path: Path, text_size: str | dict, dtype: str | None = None, vision: str = "tiny") -> Path:
+def llava_checkpoint(path: Path, text_size: str | dict, dtype: str | None = None, *, vision: str = "tiny",
+                     init_device: str | None = None) -> Path:
     """A random-weight LLaVA checkpoint with LLaVA-1.5's image grid (336 px in 14 px patches: 576 image tokens)
     and ``text_size``'s language model; the vision tower is tiny, or CLIP ViT-L's with ``vision="full"``."""
     return build_tiny_checkpoint("llava", path, text_size=text_size, dtype=dtype, llava_image=(336, 14),
-                                 vision_size=FULL_VISION["llava"] if vision == "full" else None)
+                                 vision_size=FULL_VISION["llava"] if vision == "full" else None,
+                                 init_device=init_device)

@@ -286,14 +286,15 @@ def _llama_text(tok, text):
 def build_tiny_checkpoint(family: str, path: str | os.PathLike, *, seed: int = 0,
                           text_size: dict | str | None = None, dtype: str | None = None,
                           llava_image: tuple[int, int] | None = None,
-                          vision_size: dict | None = None) -> pathlib.Path:
+                          vision_size: dict | None = None, init_device: str | None = None) -> pathlib.Path:
     """Write a tiny random checkpoint of `family` into `path` (created if needed) and return the path.
 
     ``text_size``: a ``TEXT_SIZES`` name or a dict of language-model dims (hidden_size, num_hidden_layers,
     num_attention_heads, num_key_value_heads, intermediate_size, head_dim). ``dtype``: e.g. "bfloat16" to
     initialise and save the weights in that dtype (default float32). ``llava_image``: (image size, patch size)
     of the LLaVA vision tower (default (32, 8): 16 image tokens). ``vision_size``: vision-config fields over the
-    tiny tower's, for LLaVA and the Qwen families (benchmarks: a model card's full-size tower).
+    tiny tower's, for LLaVA and the Qwen families (benchmarks: a model card's full-size tower). ``init_device``:
+    where the random weights are drawn (benchmarks: "cuda", minutes faster for a 7B; other values than the CPU's).
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
@@ -317,7 +318,8 @@ def build_tiny_checkpoint(family: str, path: str | os.PathLike, *, seed: int = 0
     model_cls, config, processor = builders[family](tok, _text_kwargs(tok, text_size), **extra)
 
     # Seed only around init, and restore the global RNG so building never perturbs the caller's state.
-    with torch.random.fork_rng(devices=[]):
+    where = torch.device(init_device or "cpu")
+    with torch.random.fork_rng(devices=[] if where.type == "cpu" else [where]), where:
         torch.manual_seed(seed)
         if dtype is None:
             model = model_cls(config).to(torch.float32)

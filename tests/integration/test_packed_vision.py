@@ -39,3 +39,24 @@ def test_packed_vision_attention_gives_transformers_logits(tiny_dir, family, mon
     assert calls == [True] * depth  # every layer, packed
     assert model.config.get_text_config()._attn_implementation == "sdpa"  # the language model untouched
     assert (packed - reference).abs().max().item() < 1e-4
+
+
+def test_widened_vision_mlps_give_the_same_logits(tiny_dir):
+    """pad_mlp_widths (Qwen2.5-VL's 3,420-wide vision MLPs, padded for cuBLAS) changes the weights' shapes and
+    not the model's output: the padding's gate rows, up rows and down columns are zeros."""
+    path = tiny_dir("qwen2_5_vl")
+    processor = AutoProcessor.from_pretrained(path)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").eval()
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], images=[Image.effect_noise((170, 230), 60).convert("RGB")], return_tensors="pt")
+    with torch.inference_mode():
+        reference = model(**inputs).logits
+    blocks = model.model.visual.blocks
+    width = blocks[0].mlp.gate_proj.out_features
+    assert vision.pad_mlp_widths(model.model.visual, multiple=48) == len(blocks)
+    assert blocks[0].mlp.gate_proj.weight.shape[0] == blocks[0].mlp.down_proj.weight.shape[1] == -(-width // 48) * 48
+    assert vision.pad_mlp_widths(model.model.visual, multiple=48) == 0  # already wide enough
+    with torch.inference_mode():
+        widened = model(**inputs).logits
+    assert (widened - reference).abs().max().item() < 1e-5

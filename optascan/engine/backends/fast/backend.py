@@ -32,7 +32,7 @@ from ..torch_sampling import choose_token, sampling_tensors
 from .decoder import CompactDecoder, build_from
 from .graphs import DecodeLoop
 from .prefill import PrefillGraphs
-from .vision import use_packed_attention
+from .vision import pad_mlp_widths, use_packed_attention
 
 
 class _Captured(Exception):
@@ -58,11 +58,13 @@ class FastBackend(HFBackend):
                                  hint="use engine='hf' (or 'auto', which falls back to it)")
         self.reuses_prefix = False  # the compact decoder keeps its own cache
         # Qwen2-VL-family vision towers: windowed attention in one call per layer, not one per window (vision.py;
-        # OPTASCAN_FAST_VISION=loop keeps transformers' loop, for comparison)
+        # OPTASCAN_FAST_VISION=loop keeps transformers' tower as it is, for comparison)
         inner = getattr(self.model, "model", None)
         vision_tower = getattr(self.model, "visual", None) or getattr(inner, "visual", None)
         self.packed_vision = self.model_type in PACKED_VISION_FAMILIES and vision_tower is not None \
             and os.environ.get("OPTASCAN_FAST_VISION") != "loop" and use_packed_attention(vision_tower)
+        # and its MLPs widened to cuBLAS-friendly widths (Qwen2.5-VL's 3,420: zero padding, the same results)
+        self.padded_vision_mlps = pad_mlp_widths(vision_tower) if self.packed_vision else 0
         text_config = self.model.config.get_text_config()
         self.cache_tokens = min(cache_tokens, self.context_length or cache_tokens)
         # the KV cache is allocated here, once: requests are bounded by its length (the spine refuses longer

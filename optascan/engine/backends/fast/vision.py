@@ -40,6 +40,34 @@ def use_packed_attention(vision_tower: torch.nn.Module) -> bool:
     return True
 
 
+def pad_mlp_widths(vision_tower: torch.nn.Module, multiple: int = 64) -> int:
+    """Widen every gated MLP of ``vision_tower`` (``gate_proj``/``up_proj``/``down_proj``) whose inner width is
+    not a multiple of ``multiple`` with zero rows and columns; the number of MLPs widened.
+
+    Why: Qwen2.5-VL's vision MLPs are 3,420 wide. At that width cuBLAS can only use its 2-element-aligned kernels:
+    on the H100 they took 17 of the 7B's 45 ms of vision tower (bench/results/profile_ttft-h100-*-full-*.json),
+    at ~200 TFLOP/s. The padding changes nothing: a zero gate row gives silu(0) * up = 0, which the zero column
+    of ``down_proj`` adds to nothing."""
+    widened = 0
+    for module in vision_tower.modules():
+        gate, up, down = (getattr(module, name, None) for name in ("gate_proj", "up_proj", "down_proj"))
+        if not all(isinstance(layer, torch.nn.Linear) for layer in (gate, up, down)):
+            continue
+        width = gate.out_features
+        extra = -width % multiple
+        if not extra or up.out_features != width or down.in_features != width:
+            continue
+        for layer in (gate, up):
+            layer.weight = torch.nn.Parameter(F.pad(layer.weight.data, (0, 0, 0, extra)), requires_grad=False)
+            if layer.bias is not None:
+                layer.bias = torch.nn.Parameter(F.pad(layer.bias.data, (0, extra)), requires_grad=False)
+            layer.out_features = width + extra
+        down.weight = torch.nn.Parameter(F.pad(down.weight.data, (0, extra)), requires_grad=False)
+        down.in_features = width + extra
+        widened += 1
+    return widened
+
+
 def uses_flash_kernel(query: torch.Tensor) -> bool:
     return query.is_cuda and query.dtype in (torch.float16, torch.bfloat16) and query.shape[-1] % 8 == 0 \
         and query.shape[-1] <= 256
