@@ -41,9 +41,10 @@ def test_packed_vision_attention_gives_transformers_logits(tiny_dir, family, mon
     assert (packed - reference).abs().max().item() < 1e-4
 
 
-def test_widened_vision_mlps_give_the_same_logits(tiny_dir):
+def test_widened_vision_mlps_and_fused_norms_give_the_same_logits(tiny_dir):
     """pad_mlp_widths (Qwen2.5-VL's 3,420-wide vision MLPs, padded for cuBLAS) changes the weights' shapes and
-    not the model's output: the padding's gate rows, up rows and down columns are zeros."""
+    not the model's output: the padding's gate rows, up rows and down columns are zeros. fuse_rms_norms (one
+    kernel per norm) does not change it either."""
     path = tiny_dir("qwen2_5_vl")
     processor = AutoProcessor.from_pretrained(path)
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").eval()
@@ -60,3 +61,7 @@ def test_widened_vision_mlps_give_the_same_logits(tiny_dir):
     with torch.inference_mode():
         widened = model(**inputs).logits
     assert (widened - reference).abs().max().item() < 1e-5
+    assert vision.fuse_rms_norms(model.model.visual) == 2 * len(blocks) + 1  # each block's two, the merger's
+    with torch.inference_mode():
+        fused = model(**inputs).logits
+    assert (fused - reference).abs().max().item() < 1e-5

@@ -32,7 +32,7 @@ from ..torch_sampling import choose_token, sampling_tensors
 from .decoder import CompactDecoder, build_from
 from .graphs import DecodeLoop
 from .prefill import PrefillGraphs
-from .vision import pad_mlp_widths, use_packed_attention
+from .vision import fuse_rms_norms, pad_mlp_widths, use_packed_attention
 
 
 class _Captured(Exception):
@@ -63,8 +63,10 @@ class FastBackend(HFBackend):
         vision_tower = getattr(self.model, "visual", None) or getattr(inner, "visual", None)
         self.packed_vision = self.model_type in PACKED_VISION_FAMILIES and vision_tower is not None \
             and os.environ.get("OPTASCAN_FAST_VISION") != "loop" and use_packed_attention(vision_tower)
-        # and its MLPs widened to cuBLAS-friendly widths (Qwen2.5-VL's 3,420: zero padding, the same results)
+        # its MLPs widened to cuBLAS-friendly widths (Qwen2.5-VL's 3,420: zero padding, the same results) and its
+        # norms one kernel each
         self.padded_vision_mlps = pad_mlp_widths(vision_tower) if self.packed_vision else 0
+        self.fused_vision_norms = fuse_rms_norms(vision_tower) if self.packed_vision else 0
         text_config = self.model.config.get_text_config()
         self.cache_tokens = min(cache_tokens, self.context_length or cache_tokens)
         # the KV cache is allocated here, once: requests are bounded by its length (the spine refuses longer
