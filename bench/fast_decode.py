@@ -71,9 +71,10 @@ VARIANTS = {"fast": {}, "fast_cublas_projections": {"OPTASCAN_FAST_GEMV": "torch
             "fast_sdpa_attention": {"OPTASCAN_FAST_ATTENTION": "sdpa"},
             "fast_uncompiled": {"OPTASCAN_FAST_COMPILE": "0"},
             "fast_looped_vision": {"OPTASCAN_FAST_VISION": "loop"},
+            "fast_vision_graph": {"OPTASCAN_FAST_VISION_GRAPH": "1"},
             "fast_eager_prefill": {"OPTASCAN_FAST_PREFILL_GRAPHS": "0"}}
 SWITCHES = ("OPTASCAN_FAST_COMPILE", "OPTASCAN_FAST_ATTENTION", "OPTASCAN_FAST_GEMV", "OPTASCAN_FAST_VISION",
-            "OPTASCAN_FAST_PREFILL_GRAPHS")
+            "OPTASCAN_FAST_VISION_GRAPH", "OPTASCAN_FAST_PREFILL_GRAPHS")
 
 
 def use_variant(name: str) -> None:

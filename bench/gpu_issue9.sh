@@ -34,7 +34,7 @@ if [ "$stage" = checks ]; then
 fi
 variants=fast,fast_cublas_projections,fast_sdpa_attention
 [ "$stage" = qwen2.5-vl-3b ] && variants=$variants,fast_uncompiled,fast_eager_prefill
-[ "$stage" = llava-1.5-7b ] && variants=fast,fast_cublas_projections,fast_sdpa_attention
+[ "$stage" = llava-1.5-7b ] && variants=fast,fast_vision_graph,fast_cublas_projections,fast_sdpa_attention
 variants=${VARIANTS:-$variants}
 timeout "${BENCH_TIMEOUT:-420}" python3 bench/fast_decode.py --device cuda --size "$stage" --runs 2 --variants "$variants" \
     --vision "${VISION:-tiny}" \

@@ -8,7 +8,8 @@ transformers engine for 64 tokens, or a first divergence that is a bf16 tie (the
 bf16 spacings in transformers' own recomputed logits, or within its own drift: optascan.testing.agreement); the
 captured-graph loop stops at EOS without leaking the extra step (the demo model's answers); cancel within one
 step; warm-up ≤ 15 s at load, with the step compiled and our decode-attention and projection kernels (the CUDA
-default), which are also checked against SDPA and float32 matmuls in bf16. The JSON-schema part needs
+default), which are also checked against SDPA and float32 matmuls in bf16; the Qwen2-VL-family packed vision
+attention against transformers' window loop; LLaVA's opt-in graphed vision tower against the eager one. The JSON-schema part needs
 xgrammar (carry its wheels: see docs in README).
 """
 
@@ -224,10 +225,34 @@ def check_packed_vision_attention_in_bf16(record, device):
     assert not record["agreement"]["diverged"] or record["agreement"]["tie"], record["agreement"]
 
 
+def check_llava_vision_graph(record, device):
+    """OPTASCAN_FAST_VISION_GRAPH=1 (opt-in): LLaVA's vision tower captured as a CUDA graph at load and replayed
+    per request; two different photos give the same greedy tokens as the eager tower."""
+    from optascan.testing.agreement import greedy_ids
+
+    path = build_tiny_checkpoint("llava", ROOT / "llava", text_size="small")
+    photos = [PHOTO, Image.effect_noise((300, 200), 60).convert("RGB")]
+    with optascan.load(path, device=device, engine="fast") as fast:
+        expected = [greedy_ids(fast, dict(prompt="Describe the picture.", images=[p]), 32)[1] for p in photos]
+    os.environ["OPTASCAN_FAST_VISION_GRAPH"] = "1"
+    try:
+        with optascan.load(path, device=device, engine="fast") as fast:
+            graphed = fast.backend.vision_graph
+            record["graphs"] = len(graphed.graphs) if graphed else 0
+            record["warmup_parts"] = fast.backend.warmup_parts
+            got = [greedy_ids(fast, dict(prompt="Describe the picture.", images=[p]), 32)[1] for p in photos]
+            record["graphs_after"] = len(graphed.graphs) if graphed else 0
+    finally:
+        os.environ.pop("OPTASCAN_FAST_VISION_GRAPH")
+    record["equal"] = [a == b for a, b in zip(got, expected, strict=True)]
+    assert all(record["equal"]) and expected[0] != expected[1]
+    assert not device.startswith("cuda") or record["graphs"] == record["graphs_after"] == 1
+
+
 CHECKS = [check_greedy_matches_transformers, check_fp32_graphs_match_transformers_greedy_and_seeded,
           check_demo_answers_stop_at_eos, check_cancel_within_one_step,
           check_default_step_is_compiled_with_kernel_attention, check_decode_attention_kernel_in_bf16,
-          check_projection_kernel_in_bf16, check_packed_vision_attention_in_bf16]
+          check_projection_kernel_in_bf16, check_packed_vision_attention_in_bf16, check_llava_vision_graph]
 
 
 def main() -> int:

@@ -33,6 +33,7 @@ from .decoder import CompactDecoder, build_from
 from .graphs import DecodeLoop
 from .prefill import PrefillGraphs
 from .vision import fuse_rms_norms, pad_mlp_widths, use_packed_attention
+from .vision_graph import GraphedTower
 
 
 class _Captured(Exception):
@@ -93,10 +94,29 @@ class FastBackend(HFBackend):
         elif compile_step:
             self._warm_prefill()
         self.decode_loop = DecodeLoop(self.decoder, self.device)  # CUDA graph capture happens here, at load
+        # LLaVA's CLIP tower (one input shape) as a CUDA graph: opt-in until measured (vision_graph.py)
+        self.vision_graph: GraphedTower | None = None
+        if self.model_type == "llava" and self.device.startswith("cuda") \
+                and os.environ.get("OPTASCAN_FAST_VISION_GRAPH") == "1":
+            self.vision_graph = GraphedTower(self.model.model.vision_tower)
+            self._warm_vision()
         self.warmup_s = time.perf_counter() - start
         # where the warm-up went (the benchmark reports it): compiling shows in each first run
         self.warmup_parts = {**{f"prefill_{k}": v for k, v in getattr(self.prefill_graphs, "warmup_parts", {}).items()},
-                             **{f"decode_{k}": v for k, v in self.decode_loop.warmup_parts.items()}}
+                             **{f"decode_{k}": v for k, v in self.decode_loop.warmup_parts.items()},
+                             **getattr(self.vision_graph, "warmup_parts", {})}
+
+    def _warm_vision(self) -> None:
+        """A blank photo through the processor and the vision path, so the tower's graph is captured at load."""
+        from PIL import Image
+
+        from ....types import Request
+        from ...conversation import to_conversation
+
+        image = Image.new("RGB", (336, 336))
+        prepared = self.prepare(to_conversation(Request(prompt="warm-up", images=[image])), [image])
+        with torch.inference_mode():
+            self._prefill_inputs(prepared.inputs)
 
     def _warm_prefill(self) -> None:
         """A 16-token prefill of zeros (its cache slots are overwritten by the next prompt's)."""
@@ -185,7 +205,9 @@ class FastBackend(HFBackend):
     def close(self) -> None:
         # our decoder holds views of the weights, the KV cache and the graphs' memory: all go with the model,
         # even where the engine object itself lives on (a variable left bound after ``with load(...)``)
-        self.decoder = self.decode_loop = self.prefill_graphs = None  # type: ignore[assignment]
+        if self.vision_graph is not None:
+            self.vision_graph.release()
+        self.decoder = self.decode_loop = self.prefill_graphs = self.vision_graph = None  # type: ignore[assignment]
         super().close()
 
     def request_budget_bytes(self) -> int | None:

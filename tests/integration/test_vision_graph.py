@@ -1,0 +1,72 @@
+"""The fast engine's graphed vision tower (optascan/engine/backends/fast/vision_graph.py) on a tiny real LLaVA
+checkpoint. CPU has no CUDA graphs, so the capture is emulated behind its seam the way a graph behaves: replay
+reruns the captured forward on the static input buffer and writes into the very output tensors the capture
+returned (a graph's memory). The real capture is for the GPU (opt-in, OPTASCAN_FAST_VISION_GRAPH=1)."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from optascan.engine.backends.fast.vision_graph import GraphedTower
+
+
+class EmulatedCapture:
+    """``capture(run)`` for GraphedTower: one warm run, one captured run; the graph's replay runs it again and
+    copies the fresh outputs into the captured ones."""
+
+    def __init__(self, graphed: GraphedTower) -> None:
+        self.captures, self.replays, self.last = 0, 0, None
+        eager = graphed.eager
+
+        def recorded(*args, **kwargs):  # the tower's own forward, its last output kept for the emulation
+            self.last = eager(*args, **kwargs)
+            return self.last
+
+        graphed.eager = recorded
+
+    def __call__(self, run):
+        run(0)
+        run(0)
+        captured, emulation = self.last, self
+
+        class Graph:
+            def replay(self) -> None:
+                run(0)
+                fresh = emulation.last
+                for old, new in zip((captured.last_hidden_state, *captured.hidden_states),
+                                    (fresh.last_hidden_state, *fresh.hidden_states), strict=True):
+                    old.copy_(new)
+                emulation.replays += 1
+
+        self.captures += 1
+        return {0: Graph()}
+
+
+def test_graphed_tower_gives_the_eager_logits_and_replays_per_image(tiny_dir):
+    path = tiny_dir("llava")
+    processor = AutoProcessor.from_pretrained(path)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    photos = [Image.effect_noise((64, 48), 60).convert("RGB"), Image.new("RGB", (40, 40), (200, 60, 30))]
+    inputs = [processor(text=[text], images=[photo], return_tensors="pt") for photo in photos]
+    with torch.inference_mode():
+        expected = [model(**i).logits for i in inputs]
+    tower = model.model.vision_tower
+    graphed = GraphedTower(tower)
+    emulation = EmulatedCapture(graphed)
+    graphed._capture_with = emulation
+    with torch.inference_mode():
+        got = [model(**i).logits for i in inputs]
+    assert emulation.captures == 1 and len(graphed.graphs) == 1  # one input shape: one capture
+    assert emulation.replays == 2  # each image a replay, the second through the pixels copied in
+    for ours, reference in zip(got, expected, strict=True):
+        assert torch.equal(ours, reference)
+    assert not torch.equal(got[0], got[1])
+    with torch.inference_mode():  # another call than the model's (no hidden states asked): eager
+        tower(inputs[0]["pixel_values"])
+    assert emulation.replays == 2
+    graphed.release()
+    assert "forward" not in tower.__dict__ and not graphed.graphs
