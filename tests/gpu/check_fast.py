@@ -9,8 +9,8 @@ bf16 spacings in transformers' own recomputed logits, or within its own drift: o
 captured-graph loop stops at EOS without leaking the extra step (the demo model's answers); cancel within one
 step; warm-up ≤ 15 s at load, with the step compiled and our decode-attention and projection kernels (the CUDA
 default), which are also checked against SDPA and float32 matmuls in bf16; the Qwen2-VL-family packed vision
-attention against transformers' window loop; LLaVA's opt-in graphed vision tower against the eager one. The JSON-schema part needs
-xgrammar (carry its wheels: see docs in README).
+attention against transformers' window loop; LLaVA's opt-in graphed vision tower against the eager one. The
+JSON-schema part needs xgrammar (carry its wheels: see docs in README).
 """
 
 from __future__ import annotations
