@@ -3,15 +3,18 @@ model (static KV cache, fused weights, our own decode loop). Same events, cancel
 
 The prefill inputs are taken from transformers itself: the model's multimodal forward runs up to the language
 model, where a pre-hook captures the merged embeddings (image features already placed) and the position ids
-(Qwen2-VL's M-RoPE ones included) and stops it. So the image path is exactly the reference one, in every
-transformers version, and only the language model is ours.
+(Qwen2-VL's M-RoPE ones included) and stops it. So the image path is transformers' own code, in every
+transformers version, and only the language model is ours. Two changes to the towers' speed, not their results:
+Qwen2-VL-family towers attend within all windows in one call and Qwen2.5-VL's get padded MLPs and one-kernel
+norms (vision.py; the same bits as transformers on the CPU); LLaVA's can be replayed as a CUDA graph
+(vision_graph.py, opt-in).
 
 Greedy and sampled decoding run the static decode step (``decoder.step``), token choice included, in a loop that,
 on CUDA, replays it as one captured CUDA graph per token with asynchronous token copies (``graphs.py``). A JSON
 schema (xgrammar's bitmask) or a repetition penalty needs the host between steps: the step is still a graph
 replay, the choice is made eagerly after it. CPU runs everything eagerly: that is what CI checks (logits and
 tokens equal to transformers); the CUDA graph path's checks are tests/gpu/check_fast.py, run through the device
-tool (all passed on an H200: tests/gpu/results/fast_checks-h200-2026-11-25.json).
+tool (all passed on an H100: tests/gpu/results/fast_checks-h100-2026-11-26.json).
 """
 
 from __future__ import annotations
