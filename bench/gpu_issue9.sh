@@ -4,6 +4,7 @@
 #   run: OPTASCAN_SOURCE_COMMIT=<sha> bash bench/gpu_issue9.sh checks   (carry: gpu-wheels; + kernel sweeps)
 #   run: OPTASCAN_SOURCE_COMMIT=<sha> bash bench/gpu_issue9.sh qwen2.5-vl-3b      (or -7b, llava-1.5-7b)
 #   (VISION=full: the model cards' vision towers, for a time to first token with a real tower's work in it)
+#   run: OPTASCAN_SOURCE_COMMIT=<sha> bash bench/gpu_issue9.sh unmeasured   (what the last session could not run yet)
 #
 # Results land in $OUT; copy them to tests/gpu/results/ and bench/results/ with the device name and date.
 # check_fast's JSON-schema part needs xgrammar, which the device lacks: download its wheels for Python 3.12
@@ -30,6 +31,20 @@ if [ "$stage" = checks ]; then
     timeout 120 python3 bench/gemv_sweep.py --sizes qwen2.5-vl-3b,qwen2.5-vl-7b,llava-1.5-7b \
         --out "$out/gemv_sweep.json" >"$out/gemv.log" 2>&1
     echo "gemv_sweep rc=$?"
+    exit 0
+fi
+if [ "$stage" = unmeasured ]; then  # what the 2026-11-26 session wrote but could not run on a GPU (one call)
+    timeout 150 python3 tests/gpu/check_fast.py --only vision --out "$out/fast_checks_vision.json" >"$out/check.log" 2>&1
+    echo "vision checks rc=$?"; grep -E "PASS|FAIL|passed" "$out/check.log"
+    timeout 120 python3 bench/vision_precision.py --device cuda --size 1024x768 --out "$out/vision_precision.json" \
+        >"$out/precision.log" 2>&1
+    echo "vision_precision rc=$?"; grep bf16 "$out/precision.log"
+    timeout 200 python3 bench/fast_decode.py --device cuda --size llava-1.5-7b --runs 2 --vision full \
+        --variants fast,fast_vision_graph --out "$out/fast_decode-llava-1.5-7b.json" >"$out/bench.log" 2>&1
+    echo "llava bench rc=$?"
+    timeout 120 python3 bench/fast_warmup.py --size qwen2.5-vl-3b --vision full --settings default --decode-runs 3 \
+        --out "$out/fast_warmup-qwen2.5-vl-3b.json" >"$out/warmup.log" 2>&1
+    echo "3b cold warm-up rc=$?"; grep default "$out/warmup.log" | cut -c1-400
     exit 0
 fi
 variants=fast,fast_cublas_projections,fast_sdpa_attention
