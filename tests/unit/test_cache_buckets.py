@@ -13,12 +13,12 @@ def test_buckets_double_from_256_and_end_at_the_cache_size():
     assert cache_buckets(100) == [100]
 
 
-def test_prefill_graph_buckets_step_by_256_up_to_2048_tokens():
+def test_prefill_graph_buckets_step_by_128_up_to_1024_then_by_256_up_to_2048_tokens():
     from optascan.engine.backends.fast.prefill import prefill_buckets
 
-    assert prefill_buckets(8192) == [256, 512, 768, 1024, 1280, 1536, 1792, 2048]
-    assert prefill_buckets(1000) == [256, 512, 768]  # a cache of 1,000 slots: longer prompts run eagerly
-    assert prefill_buckets(100) == []
+    assert prefill_buckets(8192) == [128, 256, 384, 512, 640, 768, 896, 1024, 1280, 1536, 1792, 2048]
+    assert prefill_buckets(1000) == [128, 256, 384, 512, 640, 768, 896]  # longer prompts of a 1,000-slot cache:
+    assert prefill_buckets(100) == []                                     # no graph
 
 
 def test_intervals_are_the_gaps_between_marks():

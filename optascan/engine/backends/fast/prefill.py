@@ -4,7 +4,10 @@ Why: even compiled, the prefill is 36 layers × (two compiled calls, the cache w
 the host takes longer to launch them than the GPU to run them: the 3B's 1,023-token prefill ran its kernels in
 11 ms and took 18–19 ms (bench/results/profile_fast_step-*.json). A graph launches them all at once.
 
-A prompt is padded to the next bucket (multiples of 256 up to 2,048 tokens): the attention is causal, so the
+A prompt is padded to the next bucket (every 128 tokens up to 1,024, then every 256 up to 2,048: a padded token
+costs as much as a real one, and one photo's prompt is often under 1,024 tokens: LLaVA-1.5's ~600 went to the
+768 bucket with 256-token steps, ~28 % more work than the prompt itself, and now to 640, ~7 %; not yet measured
+on a GPU): the attention is causal, so the
 real tokens never see the padding; the padding's keys and values land in cache slots after the prompt, which
 decoding overwrites before it reads them (a decode step writes its slot, then attends up to it); the logits
 come from the last real token, picked on the device. Longer prompts, and any off CUDA, run eagerly (compiled on
@@ -19,12 +22,14 @@ import torch
 from .decoder import CompactDecoder
 from .graphs import warm_and_capture
 
-STEP = 256  # bucket spacing: at most 255 padded tokens
+FINE, FINE_UNTIL = 128, 1024  # bucket spacing for short prompts: at most 127 padded tokens
+STEP = 256  # above FINE_UNTIL: each bucket is a capture (two prefills) at load, so fewer of them
 LONGEST = 2048  # longer prompts' prefills are long enough for the GPU, not the host, to set their time
 
 
 def prefill_buckets(max_tokens: int) -> list[int]:
-    return list(range(STEP, min(LONGEST, max_tokens) + 1, STEP))
+    buckets = [*range(FINE, FINE_UNTIL + 1, FINE), *range(FINE_UNTIL + STEP, LONGEST + 1, STEP)]
+    return [bucket for bucket in buckets if bucket <= max_tokens]
 
 
 class PrefillGraphs:
