@@ -5,9 +5,9 @@ the host takes longer to launch them than the GPU to run them: the 3B's 1,023-to
 11 ms and took 18–19 ms (bench/results/profile_fast_step-*.json). A graph launches them all at once.
 
 A prompt is padded to the next bucket (every 128 tokens up to 1,024, then every 256 up to 2,048: a padded token
-costs as much as a real one, and one photo's prompt is often under 1,024 tokens: LLaVA-1.5's ~600 went to the
-768 bucket with 256-token steps, ~28 % more work than the prompt itself, and now to 640, ~7 %; not yet measured
-on a GPU): the attention is causal, so the
+costs as much as a real one, and one photo's prompt is often under 1,024 tokens: the benchmark's 620-token LLaVA-1.5
+prompt went to the 768 bucket with 256-token steps, 24 % more work than the prompt itself, and now to 640, 3 %;
+not yet measured on a GPU): the attention is causal, so the
 real tokens never see the padding; the padding's keys and values land in cache slots after the prompt, which
 decoding overwrites before it reads them (a decode step writes its slot, then attends up to it); the logits
 come from the last real token, picked on the device. Longer prompts, and any off CUDA, run eagerly (compiled on
