@@ -48,8 +48,10 @@ def pad_mlp_widths(vision_tower: torch.nn.Module, multiple: int = 64) -> int:
 
     Why: Qwen2.5-VL's vision MLPs are 3,420 wide. At that width cuBLAS can only use its 2-element-aligned kernels:
     on the H100 they took 17 of the 7B's 45 ms of vision tower (bench/results/profile_ttft-h100-*-full-*.json),
-    at ~200 TFLOP/s. The padding changes nothing: a zero gate row gives silu(0) * up = 0, which the zero column
-    of ``down_proj`` adds to nothing."""
+    at ~200 TFLOP/s. Measured gain so far is small: the vision stage went from 43.5 to 41.2 ms, two runs on two
+    machines (fast_decode-h100-qwen2.5-vl-7b-full-vision-*-at-*.json); a profile of the current tower is pending.
+    The padding changes no result: a zero gate row gives silu(0) * up = 0, which the zero column of ``down_proj``
+    adds to nothing."""
     widened = 0
     for module in vision_tower.modules():
         gate, up, down = (getattr(module, name, None) for name in ("gate_proj", "up_proj", "down_proj"))
