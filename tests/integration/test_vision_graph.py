@@ -16,15 +16,15 @@ class EmulatedCapture:
     """``capture(run)`` for GraphedTower: one warm run, one captured run; the graph's replay runs it again and
     copies the fresh outputs into the captured ones."""
 
-    def __init__(self, graphed: GraphedTower) -> None:
+    def __init__(self, tower) -> None:
         self.captures, self.replays, self.last = 0, 0, None
-        eager = graphed.eager
+        eager = tower.forward
 
         def recorded(*args, **kwargs):  # the tower's own forward, its last output kept for the emulation
             self.last = eager(*args, **kwargs)
             return self.last
 
-        graphed.eager = recorded
+        tower.forward = recorded  # what GraphedTower then takes as the eager forward
 
     def __call__(self, run):
         run(0)
@@ -55,9 +55,8 @@ def test_graphed_tower_gives_the_eager_logits_and_replays_per_image(tiny_dir):
     with torch.inference_mode():
         expected = [model(**i).logits for i in inputs]
     tower = model.model.vision_tower
-    graphed = GraphedTower(tower)
-    emulation = EmulatedCapture(graphed)
-    graphed._capture_with = emulation
+    emulation = EmulatedCapture(tower)
+    graphed = GraphedTower(tower, capture=emulation)
     with torch.inference_mode():
         got = [model(**i).logits for i in inputs]
     assert emulation.captures == 1 and len(graphed.graphs) == 1  # one input shape: one capture

@@ -67,10 +67,11 @@ class FastBackend(HFBackend):
         vision_tower = getattr(self.model, "visual", None) or getattr(inner, "visual", None)
         self.packed_vision = self.model_type in PACKED_VISION_FAMILIES and vision_tower is not None \
             and os.environ.get("OPTASCAN_FAST_VISION") != "loop" and use_packed_attention(vision_tower)
-        # its MLPs widened to cuBLAS-friendly widths (Qwen2.5-VL's 3,420: zero padding, the same results) and its
-        # norms one kernel each
-        self.padded_vision_mlps = pad_mlp_widths(vision_tower) if self.packed_vision else 0
-        self.fused_vision_norms = fuse_rms_norms(vision_tower) if self.packed_vision else 0
+        # and its MLPs widened to cuBLAS-friendly widths (Qwen2.5-VL's 3,420: zero padding, the same results) and
+        # its norms one kernel each
+        if self.packed_vision:
+            pad_mlp_widths(vision_tower)
+            fuse_rms_norms(vision_tower)
         text_config = self.model.config.get_text_config()
         self.cache_tokens = min(cache_tokens, self.context_length or cache_tokens)
         # the KV cache is allocated here, once: requests are bounded by its length (the spine refuses longer
