@@ -42,6 +42,19 @@ def kind_of(name: str) -> str:
     return "other"
 
 
+def kernel_us_by_name(prof, cuda: bool) -> tuple[dict[str, float], int]:
+    """A torch.profiler run's kernels: each name's total time in µs, and how many ran. On the GPU its kernels'
+    own spans (not the operators', whose rows repeat their kernels' time); off it, the aten operators' CPU spans."""
+    device_type = torch.autograd.DeviceType.CUDA if cuda else torch.autograd.DeviceType.CPU
+    by_name: dict[str, float] = {}
+    count = 0
+    for event in prof.events():
+        if event.device_type == device_type and (cuda or event.name.startswith("aten::")):
+            by_name[event.name] = by_name.get(event.name, 0.0) + event.time_range.elapsed_us()
+            count += 1
+    return by_name, count
+
+
 def profile(fast, steps: int, cuda: bool, slot: int) -> dict:
     loop = fast.backend.decode_loop
     length = loop.bucket(slot)
@@ -75,16 +88,13 @@ def profile(fast, steps: int, cuda: bool, slot: int) -> dict:
                 loop.index.fill_(slot)
                 loop._body("greedy", length)
             sync()
-    device_type = torch.autograd.DeviceType.CUDA if cuda else torch.autograd.DeviceType.CPU
-    kernels = [e for e in prof.events() if e.device_type == device_type and (cuda or e.name.startswith("aten::"))]
+    total_us, count = kernel_us_by_name(prof, cuda)
+    by_name = {name: spent / 10 for name, spent in total_us.items()}
     by_kind: dict[str, float] = {}
-    by_name: dict[str, float] = {}
-    for event in kernels:
-        spent = event.time_range.elapsed_us() / 10  # a kernel's own span (a CPU op's, off the GPU)
-        by_kind[kind_of(event.name)] = by_kind.get(kind_of(event.name), 0.0) + spent
-        by_name[event.name] = by_name.get(event.name, 0.0) + spent
+    for name, spent in by_name.items():
+        by_kind[kind_of(name)] = by_kind.get(kind_of(name), 0.0) + spent
     top = sorted(by_name.items(), key=lambda kv: -kv[1])[:15]
-    return {"graph_step_ms": statistics.median(times) * 1000, "kernels_per_step": len(kernels) / 10,
+    return {"graph_step_ms": statistics.median(times) * 1000, "kernels_per_step": count / 10,
             "kernel_us_per_step_by_kind": by_kind, "top_kernels_us_per_step": dict(top), "bucket": length}
 
 
@@ -112,11 +122,7 @@ def profile_prefill(fast, tokens: int, cuda: bool) -> dict:
         with torch.profiler.profile(activities=[activity]) as prof:
             decoder(embeds, 0, *decoder.rotary(positions))
             sync()
-    device_type = torch.autograd.DeviceType.CUDA if cuda else torch.autograd.DeviceType.CPU
-    by_name: dict[str, float] = {}
-    for event in prof.events():
-        if event.device_type == device_type and (cuda or event.name.startswith("aten::")):
-            by_name[event.name] = by_name.get(event.name, 0.0) + event.time_range.elapsed_us()
+    by_name, _ = kernel_us_by_name(prof, cuda)
     top = sorted(by_name.items(), key=lambda kv: -kv[1])[:15]
     graphs, graph_times = fast.backend.prefill_graphs, []
     if graphs is not None:

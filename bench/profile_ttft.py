@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import optascan  # noqa: E402
 from bench.fast_decode import SIZES, sync  # noqa: E402
 from bench.inputs import benchmark_checkpoint, menu_photo, menu_request  # noqa: E402
+from bench.profile_fast_step import kernel_us_by_name  # noqa: E402
 from bench.provenance import git_commit  # noqa: E402
 from optascan.engine.backends.fast.graphs import intervals  # noqa: E402
 from optascan.engine.conversation import to_conversation  # noqa: E402
@@ -82,15 +83,13 @@ def vision_kernels(backend, prepared, runs: int, device: str) -> dict:
             wall = (time.perf_counter() - start) / runs
     # kernels only: an operator's row carries its kernels' time too, and counting both doubles the total (the
     # first committed profile, profile_ttft-h100-qwen2.5-vl-7b-full-vision-2026-11-26.json, did)
-    kernels = [e for e in prof.key_averages()
-               if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0]
-    kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    by_name, count = kernel_us_by_name(prof, cuda=True) if device.startswith("cuda") else ({}, 0)
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:20]
     host_ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:15]
     return {"wall_ms_per_pass": wall * 1000,
-            "kernel_ms_per_pass": sum(e.self_device_time_total for e in kernels) / 1000 / runs,
-            "kernels_per_pass": sum(e.count for e in kernels) / runs,
-            "top_kernels_ms_per_pass": {e.key[:90]: round(e.self_device_time_total / 1000 / runs, 3)
-                                        for e in kernels[:20]},
+            "kernel_ms_per_pass": sum(by_name.values()) / 1000 / runs,
+            "kernels_per_pass": count / runs,
+            "top_kernels_ms_per_pass": {name[:90]: round(spent / 1000 / runs, 3) for name, spent in top},
             "top_host_ops_ms_per_pass": {e.key[:90]: round(e.self_cpu_time_total / 1000 / runs, 3) for e in host_ops}}
 
 
