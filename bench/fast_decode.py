@@ -65,13 +65,13 @@ def bandwidth() -> float:
     name = torch.cuda.get_device_name(0)
     return next((value for part, value in BANDWIDTH.items() if part in name), H100_BANDWIDTH)
 # the fast engine as it loads by default (on CUDA: one-token step compiled, our Triton decode attention and
-# projections, Qwen2-VL vision attention packed, prefill graphs), and with one of them switched off, to show what
-# each is worth
+# projections, Qwen2-VL vision attention packed, LLaVA's vision tower graphed, prefill graphs), and with one of
+# them switched off, to show what each is worth
 VARIANTS = {"fast": {}, "fast_cublas_projections": {"OPTASCAN_FAST_GEMV": "torch"},
             "fast_sdpa_attention": {"OPTASCAN_FAST_ATTENTION": "sdpa"},
             "fast_uncompiled": {"OPTASCAN_FAST_COMPILE": "0"},
             "fast_looped_vision": {"OPTASCAN_FAST_VISION": "loop"},
-            "fast_vision_graph": {"OPTASCAN_FAST_VISION_GRAPH": "1"},
+            "fast_eager_vision": {"OPTASCAN_FAST_VISION_GRAPH": "0"},
             "fast_eager_prefill": {"OPTASCAN_FAST_PREFILL_GRAPHS": "0"}}
 SWITCHES = ("OPTASCAN_FAST_COMPILE", "OPTASCAN_FAST_ATTENTION", "OPTASCAN_FAST_GEMV", "OPTASCAN_FAST_VISION",
             "OPTASCAN_FAST_VISION_GRAPH", "OPTASCAN_FAST_PREFILL_GRAPHS")

@@ -33,23 +33,25 @@ if [ "$stage" = checks ]; then
     echo "gemv_sweep rc=$?"
     exit 0
 fi
-if [ "$stage" = unmeasured ]; then  # what the 2026-11-26 session wrote but could not run on a GPU (one call)
+if [ "$stage" = unmeasured ]; then  # what the last session changed but could not run on a GPU yet (one call)
     timeout 150 python3 tests/gpu/check_fast.py --only vision --out "$out/fast_checks_vision.json" >"$out/check.log" 2>&1
     echo "vision checks rc=$?"; grep -E "PASS|FAIL|passed" "$out/check.log"
-    timeout 120 python3 bench/vision_precision.py --device cuda --size 1024x768 --out "$out/vision_precision.json" \
-        >"$out/precision.log" 2>&1
-    echo "vision_precision rc=$?"; grep bf16 "$out/precision.log"
-    timeout 200 python3 bench/fast_decode.py --device cuda --size llava-1.5-7b --runs 2 --vision full \
-        --variants fast,fast_vision_graph --out "$out/fast_decode-llava-1.5-7b.json" >"$out/bench.log" 2>&1
+    ckpt=/tmp/optascan-llava-full
+    timeout 230 python3 bench/fast_decode.py --device cuda --size llava-1.5-7b --runs 3 --vision full \
+        --variants fast,fast_eager_vision --checkpoint $ckpt --out "$out/fast_decode-llava-1.5-7b.json" \
+        >"$out/bench.log" 2>&1
     echo "llava bench rc=$?"
-    timeout 120 python3 bench/fast_warmup.py --size qwen2.5-vl-3b --vision full --settings default --decode-runs 3 \
-        --out "$out/fast_warmup-qwen2.5-vl-3b.json" >"$out/warmup.log" 2>&1
-    echo "3b cold warm-up rc=$?"; grep default "$out/warmup.log" | cut -c1-400
+    timeout 100 python3 bench/profile_ttft.py --size llava-1.5-7b --vision full --checkpoint $ckpt \
+        --out "$out/profile_ttft-llava-1.5-7b.json" >"$out/profile.log" 2>&1
+    echo "llava profile_ttft rc=$?"
+    timeout 110 python3 bench/fast_warmup.py --size llava-1.5-7b --vision full --settings default --decode-runs 3 \
+        --checkpoint $ckpt --out "$out/fast_warmup-llava-1.5-7b.json" >"$out/warmup.log" 2>&1
+    echo "llava cold warm-up rc=$?"; grep default "$out/warmup.log" | cut -c1-400
     exit 0
 fi
 variants=fast,fast_cublas_projections,fast_sdpa_attention
 [ "$stage" = qwen2.5-vl-3b ] && variants=$variants,fast_uncompiled,fast_eager_prefill
-[ "$stage" = llava-1.5-7b ] && variants=fast,fast_vision_graph,fast_cublas_projections,fast_sdpa_attention
+[ "$stage" = llava-1.5-7b ] && variants=fast,fast_eager_vision,fast_cublas_projections,fast_sdpa_attention
 variants=${VARIANTS:-$variants}
 timeout "${BENCH_TIMEOUT:-420}" python3 bench/fast_decode.py --device cuda --size "$stage" --runs 2 --variants "$variants" \
     --vision "${VISION:-tiny}" \

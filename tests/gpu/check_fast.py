@@ -9,7 +9,7 @@ bf16 spacings in transformers' own recomputed logits, or within its own drift: o
 captured-graph loop stops at EOS without leaking the extra step (the demo model's answers); cancel within one
 step; warm-up ≤ 15 s at load, with the step compiled and our decode-attention and projection kernels (the CUDA
 default), which are also checked against SDPA and float32 matmuls in bf16; the Qwen2-VL-family packed vision
-attention against transformers' window loop; LLaVA's opt-in graphed vision tower against the eager one. The
+attention against transformers' window loop; LLaVA's graphed vision tower (the CUDA default) against the eager one. The
 JSON-schema part needs xgrammar (carry its wheels: see docs in README).
 """
 
@@ -226,24 +226,25 @@ def check_packed_vision_attention_in_bf16(record, device):
 
 
 def check_llava_vision_graph(record, device):
-    """OPTASCAN_FAST_VISION_GRAPH=1 (opt-in): LLaVA's vision tower captured as a CUDA graph at load and replayed
-    per request; two different photos give the same greedy tokens as the eager tower."""
+    """LLaVA's vision tower captured as a CUDA graph at load (the CUDA default) and replayed per request: two
+    different photos give the same greedy tokens as the eager tower (OPTASCAN_FAST_VISION_GRAPH=0)."""
     from optascan.testing.agreement import greedy_ids
 
     path = build_tiny_checkpoint("llava", ROOT / "llava", text_size="small")
     photos = [PHOTO, Image.effect_noise((300, 200), 60).convert("RGB")]
-    with optascan.load(path, device=device, engine="fast") as fast:
-        expected = [greedy_ids(fast, dict(prompt="Describe the picture.", images=[p]), 32)[1] for p in photos]
-    os.environ["OPTASCAN_FAST_VISION_GRAPH"] = "1"
+    os.environ["OPTASCAN_FAST_VISION_GRAPH"] = "0"
     try:
         with optascan.load(path, device=device, engine="fast") as fast:
-            graphed = fast.backend.vision_graph
-            record["graphs"] = len(graphed.graphs) if graphed else 0
-            record["warmup_parts"] = fast.backend.warmup_parts
-            got = [greedy_ids(fast, dict(prompt="Describe the picture.", images=[p]), 32)[1] for p in photos]
-            record["graphs_after"] = len(graphed.graphs) if graphed else 0
+            assert fast.backend.vision_graph is None
+            expected = [greedy_ids(fast, dict(prompt="Describe the picture.", images=[p]), 32)[1] for p in photos]
     finally:
         os.environ.pop("OPTASCAN_FAST_VISION_GRAPH")
+    with optascan.load(path, device=device, engine="fast") as fast:
+        graphed = fast.backend.vision_graph
+        record["graphs"] = len(graphed.graphs) if graphed else 0
+        record["warmup_parts"] = fast.backend.warmup_parts
+        got = [greedy_ids(fast, dict(prompt="Describe the picture.", images=[p]), 32)[1] for p in photos]
+        record["graphs_after"] = len(graphed.graphs) if graphed else 0
     record["equal"] = [a == b for a, b in zip(got, expected, strict=True)]
     assert all(record["equal"]) and expected[0] != expected[1]
     assert not device.startswith("cuda") or record["graphs"] == record["graphs_after"] == 1

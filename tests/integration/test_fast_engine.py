@@ -327,6 +327,30 @@ def test_only_the_fast_engine_processes_images_on_its_gpu(tiny_dir):
             backend.device = "cpu"
 
 
+@pytest.mark.parametrize("family", ["llava", "qwen2_5_vl", "idefics3"])
+def test_photo_handed_over_as_device_pixels_gives_the_processor_the_same_inputs(tiny_dir, family):
+    """Where the fast engine processes images on its GPU it hands transformers' processor the photo as a
+    [3, H, W] uint8 tensor already on the device (torch_device.pixels_on): every processor output must be exactly
+    what the photo itself gives (on the CPU here; the GPU's own run is in the benchmark's agreement)."""
+    from transformers import AutoProcessor
+
+    from optascan.engine.backends.torch_device import pixels_on
+
+    processor = AutoProcessor.from_pretrained(tiny_dir(family))
+    photo = Image.effect_noise((301, 203), 80).convert("RGB")
+    tensor = pixels_on("cpu", photo)
+    assert tensor.shape == (3, 203, 301) and tensor.dtype == torch.uint8
+    image = processor.image_token if family != "idefics3" else "<image>"
+    text = f"{image} What is this?"
+    expected = processor(text=[text], images=[photo], return_tensors="pt")
+    got = processor(text=[text], images=[tensor], return_tensors="pt")
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+    grey = photo.convert("L")
+    assert pixels_on("cpu", grey) is grey  # other modes go as they are: the processor converts them
+
+
 def test_close_frees_the_weights_and_cache_while_the_engine_object_lives_on(tiny_dir):
     """``with load(...) as engine:`` leaves ``engine`` bound: closing must still let the weights, the decoder's
     views of them and its KV cache go (a second model loaded after it would otherwise hold two copies)."""

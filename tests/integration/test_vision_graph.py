@@ -1,7 +1,7 @@
 """The fast engine's graphed vision tower (optascan/engine/backends/fast/vision_graph.py) on a tiny real LLaVA
 checkpoint. CPU has no CUDA graphs, so the capture is emulated behind its seam the way a graph behaves: replay
 reruns the captured forward on the static input buffer and writes into the very output tensors the capture
-returned (a graph's memory). The real capture is for the GPU (opt-in, OPTASCAN_FAST_VISION_GRAPH=1)."""
+returned (a graph's memory). The real capture is the GPU's (tests/gpu/check_fast.py, on by default there)."""
 
 from __future__ import annotations
 

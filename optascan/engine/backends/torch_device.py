@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+from typing import Any
 
 # Requests vary in image size, so activation sizes vary from one request to the next: expandable segments let
 # the CUDA caching allocator grow and shrink segments instead of fragmenting into fixed blocks (PyTorch's own
@@ -11,7 +12,9 @@ import os
 # hence here, before torch is imported by the backends. (Chosen from the documentation; not yet measured here.)
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from ...errors import InvalidRequest
 from ..memory import should_trim, system_available_bytes
@@ -82,6 +85,16 @@ def release_after_oom(device: str) -> None:
         torch.cuda.empty_cache()
     elif device == "mps":
         torch.mps.empty_cache()
+
+
+def pixels_on(device: str, image: Any) -> Any:
+    """An RGB photo as a [3, H, W] uint8 tensor on ``device``, for an image processor that works there: it then
+    resizes what is already on the GPU and skips its own CPU copies (Pillow's RGB copy, the HWC → CHW transpose, a
+    strided copy of the whole photo). The same pixels as it would take from the photo itself. Anything else as it
+    is (the processor converts other modes its own way)."""
+    if not isinstance(image, Image.Image) or image.mode != "RGB":
+        return image
+    return torch.from_numpy(np.array(image)).to(device).permute(2, 0, 1)
 
 
 def _mps_available() -> bool:

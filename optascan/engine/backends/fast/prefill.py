@@ -5,14 +5,15 @@ the host takes longer to launch them than the GPU to run them: the 3B's 1,023-to
 11 ms and took 18–19 ms (bench/results/profile_fast_step-*.json). A graph launches them all at once.
 
 A prompt is padded to the next bucket (every 128 tokens up to 1,024, then every 256 up to 2,048: a padded token
-costs as much as a real one, and one photo's prompt is often under 1,024 tokens: the benchmark's 620-token LLaVA-1.5
-prompt went to the 768 bucket with 256-token steps, 24 % more work than the prompt itself, and now to 640, 3 %;
-not yet measured on a GPU): the attention is causal, so the
-real tokens never see the padding; the padding's keys and values land in cache slots after the prompt, which
-decoding overwrites before it reads them (a decode step writes its slot, then attends up to it); the logits
-come from the last real token, picked on the device. Longer prompts, and any off CUDA, run eagerly (compiled on
-CUDA): from about 2,000 tokens the GPU's time exceeds the host's launch time, so a graph would save little, and
-each bucket's capture (a prefill at its length, twice) is warm-up time.
+costs as much as a real one, and one photo's prompt is often under 1,024 tokens: the benchmark's 620-token
+LLaVA-1.5 prompt went to the 768 bucket with 256-token steps, 24 % more work than the prompt itself, and now to
+640, 3 %: its prefill took 15.5 ms on an H100 at 768 and 14.0 ms at 640,
+bench/results/fast_decode-h100-llava-1.5-7b-full-vision-2026-11-26*.json): the attention is causal, so the real
+tokens never see the padding; the padding's keys and values land in cache slots after the prompt, which decoding
+overwrites before it reads them (a decode step writes its slot, then attends up to it); the logits come from the
+last real token, picked on the device. Longer prompts, and any off CUDA, run eagerly (compiled on CUDA): from about
+2,000 tokens the GPU's time exceeds the host's launch time, so a graph would save little, and each bucket's capture
+(a prefill at its length, twice) is warm-up time.
 """
 
 from __future__ import annotations
