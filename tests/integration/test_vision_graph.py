@@ -69,3 +69,45 @@ def test_graphed_tower_gives_the_eager_logits_and_replays_per_image(tiny_dir):
     assert emulation.replays == 2
     graphed.release()
     assert "forward" not in tower.__dict__ and not graphed.graphs
+
+
+def test_tower_started_by_the_image_processor_is_not_run_twice(tiny_dir):
+    """start_tower_early: the image processor replays the graph as soon as it has the pixels (before the prompt
+    is tokenized); the model's call for those pixels, handed over by ``follow`` once cast, then takes that output
+    without replaying again and gives the eager logits. A call with other pixels replays them as usual."""
+    from optascan.engine.backends.fast.vision_graph import start_tower_early
+
+    path = tiny_dir("llava")
+    processor = AutoProcessor.from_pretrained(path)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    photos = [Image.effect_noise((64, 48), 60).convert("RGB"), Image.new("RGB", (40, 40), (200, 60, 30))]
+
+    def encode(photo):
+        return processor(text=[text], images=[photo], return_tensors="pt")
+
+    with torch.inference_mode():
+        expected = [model(**encode(photo)).logits for photo in photos]
+    tower = model.model.vision_tower
+    emulation = EmulatedCapture(tower)
+    graphed = GraphedTower(tower, capture=emulation)
+    start_tower_early(processor.image_processor, graphed, torch.float32)
+    with torch.inference_mode():
+        model(**encode(photos[0]))  # the first call captures (no graph to start yet)
+        for photo, reference in zip(photos[::-1], expected[::-1], strict=True):
+            inputs = encode(photo)
+            assert emulation.replays >= 1
+            started = emulation.replays
+            moved = inputs["pixel_values"].clone()  # the backend's cast to the model's dtype: a new tensor
+            graphed.follow(inputs["pixel_values"], moved)
+            logits = model(**{**inputs, "pixel_values": moved}).logits
+            assert emulation.replays == started  # no second replay
+            assert torch.equal(logits, reference)
+        other = encode(photos[1])
+        encode(photos[0])  # the graph now started on the first photo, and the model called with the second's
+        replays = emulation.replays
+        assert torch.equal(model(**other).logits, expected[1])
+        assert emulation.replays == replays + 1
+    graphed.release()
+    processor.image_processor.__dict__.pop("preprocess")

@@ -14,7 +14,8 @@ instance only, by a callable that copies the pixels into a static buffer and rep
 that same forward, for the call the LLaVA model makes (all hidden states, as a dict). Any other call (another
 shape or dtype, other arguments) runs the forward eagerly. A graph per input (shape, dtype) is captured the
 first time that input is seen, after one eager warm run; the fast backend does that at load with a blank image
-through the real processor, so requests replay it.
+through the real processor, so requests replay it. And it starts the replay from inside the image processor
+(``start_tower_early``), so the tower runs on the GPU while the processor tokenizes the prompt on the host.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class GraphedTower:
         self._capture_with = capture or self._cuda_capture
         self.graphs: dict[tuple, tuple[Any, torch.Tensor, Any]] = {}  # key → (graph, input buffer, output)
         self.warmup_parts: dict[str, float] = {}
+        self._started: torch.Tensor | None = None  # the pixels a replay was started on, ahead of the model's call
+        self._side: Any = None  # the CUDA stream early replays run on
         tower.forward = self  # nn.Module.__call__ finds the instance attribute first
 
     def _cuda_capture(self, run: Callable[[Any], None]) -> dict[Any, Any]:
@@ -46,13 +49,47 @@ class GraphedTower:
         if args or kwargs or not output_hidden_states or return_dict is False:
             return self.eager(pixel_values, *args, output_hidden_states=output_hidden_states,
                               return_dict=return_dict, **kwargs)
+        started, self._started = self._started, None
+        if self._side is not None:  # an early replay in flight writes the outputs: it comes first
+            torch.cuda.current_stream(self._side.device).wait_stream(self._side)
         key = (tuple(pixel_values.shape), pixel_values.dtype, pixel_values.device)
         if key not in self.graphs:
             self.graphs[key] = self._capture(pixel_values)
         graph, pixels, output = self.graphs[key]
-        pixels.copy_(pixel_values)
-        graph.replay()
+        if pixel_values is not started:  # else: start() has replayed the graph on these very pixels already
+            pixels.copy_(pixel_values)
+            graph.replay()
         return output  # the graph's own tensors: read before the next call (the model projects them at once)
+
+    def start(self, pixel_values: torch.Tensor, dtype: torch.dtype) -> None:
+        """Replay the graph now, on pixels the image processor has just made (to be cast to ``dtype``, the
+        model's): the GPU runs the tower while the host is still tokenizing the prompt. The model's call for the
+        same pixels (``follow`` names the cast tensor) then returns the output without a second replay; any other
+        call replays as usual. Nothing happens for a shape with no graph yet."""
+        self._started = None
+        key = (tuple(pixel_values.shape), dtype, pixel_values.device)
+        if key not in self.graphs:
+            return
+        graph, pixels, _ = self.graphs[key]
+        if not pixel_values.is_cuda:  # the tests' emulated graphs
+            pixels.copy_(pixel_values)
+            graph.replay()
+        else:
+            # on a stream of its own: transformers' processor copies the pixels back to the host before it
+            # tokenizes (to count image tokens), and on the model's stream that copy would wait for the tower
+            if self._side is None:
+                self._side = torch.cuda.Stream(pixel_values.device)
+            self._side.wait_stream(torch.cuda.current_stream(pixel_values.device))  # the pixels are ready
+            with torch.cuda.stream(self._side):
+                pixels.copy_(pixel_values)  # the cast the model's inputs get, the same bits
+                graph.replay()
+            pixel_values.record_stream(self._side)  # its memory is not reused before the side stream has read it
+        self._started = pixel_values
+
+    def follow(self, source: Any, moved: Any) -> None:
+        """``source``, the pixels a replay was started on, is now ``moved`` (cast to the model's dtype)."""
+        if source is self._started and source is not None:
+            self._started = moved
 
     def _capture(self, pixel_values: torch.Tensor) -> tuple[Any, torch.Tensor, Any]:
         pixels = pixel_values.clone()
@@ -68,3 +105,21 @@ class GraphedTower:
         """The tower's own forward back, and the graphs' memory freed."""
         self.tower.__dict__.pop("forward", None)
         self.graphs.clear()
+        self._started = None
+
+
+def start_tower_early(image_processor: Any, tower: GraphedTower, dtype: torch.dtype) -> None:
+    """Have ``image_processor`` (transformers', on this instance only) start the graphed tower on the pixels it
+    returns. transformers' processors process the images before they tokenize the text (576 image tokens for
+    LLaVA-1.5), so the tower's GPU time overlaps the host's tokenizing instead of following it. Undone by
+    ``image_processor.__dict__.pop("preprocess")``."""
+    preprocess = image_processor.preprocess
+
+    def preprocess_then_start(*args: Any, **kwargs: Any) -> Any:
+        processed = preprocess(*args, **kwargs)
+        pixels = processed.get("pixel_values")
+        if isinstance(pixels, torch.Tensor):
+            tower.start(pixels, dtype)
+        return processed
+
+    image_processor.preprocess = preprocess_then_start
