@@ -93,21 +93,24 @@ def test_tower_started_by_the_image_processor_is_not_run_twice(tiny_dir):
     emulation = EmulatedCapture(tower)
     graphed = GraphedTower(tower, capture=emulation)
     start_tower_early(processor.image_processor, graphed, torch.float32)
+    # as in the engine: the processor runs outside inference mode (prepare), the model inside it (generate)
     with torch.inference_mode():
         model(**encode(photos[0]))  # the first call captures (no graph to start yet)
-        for photo, reference in zip(photos[::-1], expected[::-1], strict=True):
-            inputs = encode(photo)
-            assert emulation.replays >= 1
-            started = emulation.replays
-            moved = inputs["pixel_values"].clone()  # the backend's cast to the model's dtype: a new tensor
-            graphed.follow(inputs["pixel_values"], moved)
+    for photo, reference in zip(photos[::-1], expected[::-1], strict=True):
+        inputs = encode(photo)
+        assert emulation.replays >= 1
+        started = emulation.replays
+        moved = inputs["pixel_values"].clone()  # the backend's cast to the model's dtype: a new tensor
+        graphed.follow(inputs["pixel_values"], moved)
+        with torch.inference_mode():
             logits = model(**{**inputs, "pixel_values": moved}).logits
-            assert emulation.replays == started  # no second replay
-            assert torch.equal(logits, reference)
-        other = encode(photos[1])
-        encode(photos[0])  # the graph now started on the first photo, and the model called with the second's
-        replays = emulation.replays
+        assert emulation.replays == started  # no second replay
+        assert torch.equal(logits, reference)
+    other = encode(photos[1])
+    encode(photos[0])  # the graph now started on the first photo, and the model called with the second's
+    replays = emulation.replays
+    with torch.inference_mode():
         assert torch.equal(model(**other).logits, expected[1])
-        assert emulation.replays == replays + 1
+    assert emulation.replays == replays + 1
     graphed.release()
     processor.image_processor.__dict__.pop("preprocess")

@@ -71,6 +71,11 @@ class GraphedTower:
         if key not in self.graphs:
             return
         graph, pixels, _ = self.graphs[key]
+        with torch.inference_mode():  # the graph's tensors were made in it (at capture); the processor runs outside
+            self._replay_early(graph, pixels, pixel_values)
+        self._started = pixel_values
+
+    def _replay_early(self, graph: Any, pixels: torch.Tensor, pixel_values: torch.Tensor) -> None:
         if not pixel_values.is_cuda:  # the tests' emulated graphs
             pixels.copy_(pixel_values)
             graph.replay()
@@ -84,7 +89,6 @@ class GraphedTower:
                 pixels.copy_(pixel_values)  # the cast the model's inputs get, the same bits
                 graph.replay()
             pixel_values.record_stream(self._side)  # its memory is not reused before the side stream has read it
-        self._started = pixel_values
 
     def follow(self, source: Any, moved: Any) -> None:
         """``source``, the pixels a replay was started on, is now ``moved`` (cast to the model's dtype)."""
