@@ -14,7 +14,7 @@ on CUDA, replays it as one captured CUDA graph per token with asynchronous token
 schema (xgrammar's bitmask) or a repetition penalty needs the host between steps: the step is still a graph
 replay, the choice is made eagerly after it. CPU runs everything eagerly: that is what CI checks (logits and
 tokens equal to transformers); the CUDA graph path's checks are tests/gpu/check_fast.py, run through the device
-tool (all passed on an H100: tests/gpu/results/fast_checks-h100-2026-11-26.json).
+tool (9 of 9 passed on an H100: tests/gpu/results/fast_checks-h100-2026-11-26-at-62c8478.json).
 """
 
 from __future__ import annotations
