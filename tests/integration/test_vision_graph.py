@@ -44,14 +44,20 @@ class EmulatedCapture:
         return {0: Graph()}
 
 
-def test_graphed_tower_gives_the_eager_logits_and_replays_per_image(tiny_dir):
+def llava_and_photos(tiny_dir):
+    """(the tiny LLaVA's processor, its float32 model, a function photo -> processor inputs, two photos)."""
     path = tiny_dir("llava")
     processor = AutoProcessor.from_pretrained(path)
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     photos = [Image.effect_noise((64, 48), 60).convert("RGB"), Image.new("RGB", (40, 40), (200, 60, 30))]
-    inputs = [processor(text=[text], images=[photo], return_tensors="pt") for photo in photos]
+    return processor, model, lambda photo: processor(text=[text], images=[photo], return_tensors="pt"), photos
+
+
+def test_graphed_tower_gives_the_eager_logits_and_replays_per_image(tiny_dir):
+    processor, model, encode, photos = llava_and_photos(tiny_dir)
+    inputs = [encode(photo) for photo in photos]
     with torch.inference_mode():
         expected = [model(**i).logits for i in inputs]
     tower = model.model.vision_tower
@@ -77,15 +83,7 @@ def test_tower_started_by_the_image_processor_is_not_run_twice(tiny_dir):
     without replaying again and gives the eager logits. A call with other pixels replays them as usual."""
     from optascan.engine.backends.fast.vision_graph import start_tower_early
 
-    path = tiny_dir("llava")
-    processor = AutoProcessor.from_pretrained(path)
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
-    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    photos = [Image.effect_noise((64, 48), 60).convert("RGB"), Image.new("RGB", (40, 40), (200, 60, 30))]
-
-    def encode(photo):
-        return processor(text=[text], images=[photo], return_tensors="pt")
+    processor, model, encode, photos = llava_and_photos(tiny_dir)
 
     with torch.inference_mode():
         expected = [model(**encode(photo)).logits for photo in photos]
