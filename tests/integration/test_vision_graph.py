@@ -73,7 +73,19 @@ def test_graphed_tower_gives_the_eager_logits_and_replays_per_image(tiny_dir):
     with torch.inference_mode():  # another call than the model's (no hidden states asked): eager
         tower(inputs[0]["pixel_values"])
     assert emulation.replays == 2
+    # frozen (as the fast backend leaves it after its warm-up): a new input shape, two photos, runs eagerly, with
+    # no capture in the middle of a request
+    graphed.frozen = True
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    both = processor(text=[text], images=photos, return_tensors="pt")
+    assert both["pixel_values"].shape[0] == 2
+    with torch.inference_mode():
+        ours = model(**both).logits
+    assert emulation.captures == 1 and emulation.replays == 2 and len(graphed.graphs) == 1
     graphed.release()
+    with torch.inference_mode():
+        assert torch.equal(ours, model(**both).logits)  # transformers' own tower
     assert "forward" not in tower.__dict__ and not graphed.graphs
 
 

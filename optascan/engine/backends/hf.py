@@ -113,9 +113,8 @@ class HFBackend:
             if self.processor is not None:
                 text = self._template(self.processor, list(conversation.messages))
                 on_device = {"device": self.device} if images and self._processes_on_device() else {}
-                if on_device:
-                    images = [torch_device.pixels_on(self.device, image) for image in images]
-                encoded = self.processor(text=[text], images=list(images) or None, return_tensors="pt",
+                pixels = [torch_device.pixels_on(self.device, image) for image in images] if on_device else images
+                encoded = self.processor(text=[text], images=list(pixels) or None, return_tensors="pt",
                                          add_special_tokens=False, **on_device)
             else:
                 text = self._template(self.tokenizer, conversation.as_text_messages())

@@ -106,6 +106,7 @@ class FastBackend(HFBackend):
             self.vision_graph = GraphedTower(self.model.model.vision_tower)
             start_tower_early(self.processor.image_processor, self.vision_graph, self.dtype)
             self._warm_vision()
+            self.vision_graph.frozen = True  # no captures during requests
         self.warmup_s = time.perf_counter() - start
         # where the warm-up went (the benchmark reports it): compiling shows in each first run
         self.warmup_parts = {**{f"prefill_{k}": v for k, v in getattr(self.prefill_graphs, "warmup_parts", {}).items()},

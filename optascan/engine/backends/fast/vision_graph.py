@@ -14,7 +14,8 @@ instance only, by a callable that copies the pixels into a static buffer and rep
 that same forward, for the call the LLaVA model makes (all hidden states, as a dict). Any other call (another
 shape or dtype, other arguments) runs the forward eagerly. A graph per input (shape, dtype) is captured the
 first time that input is seen, after one eager warm run; the fast backend does that at load with a blank image
-through the real processor, so requests replay it. And it starts the replay from inside the image processor
+through the real processor, so requests replay it, and then freezes the set: a request with another input shape
+(several images) runs the tower eagerly. And it starts the replay from inside the image processor
 (``start_tower_early``), so the tower runs on the GPU while the processor tokenizes the prompt on the host.
 """
 
@@ -38,6 +39,9 @@ class GraphedTower:
         self.warmup_parts: dict[str, float] = {}
         self._started: torch.Tensor | None = None  # the pixels a replay was started on, ahead of the model's call
         self._side: Any = None  # the CUDA stream early replays run on
+        # once frozen (the fast backend freezes it after its warm-up), a new input shape (another image count) runs
+        # eagerly instead of being captured in the middle of a request, with other threads maybe on the GPU
+        self.frozen = False
         tower.forward = self  # nn.Module.__call__ finds the instance attribute first
 
     def _cuda_capture(self, run: Callable[[Any], None]) -> dict[Any, Any]:
@@ -54,6 +58,8 @@ class GraphedTower:
             torch.cuda.current_stream(self._side.device).wait_stream(self._side)
         key = (tuple(pixel_values.shape), pixel_values.dtype, pixel_values.device)
         if key not in self.graphs:
+            if self.frozen:
+                return self.eager(pixel_values, output_hidden_states=output_hidden_states, return_dict=return_dict)
             self.graphs[key] = self._capture(pixel_values)
         graph, pixels, output = self.graphs[key]
         if pixel_values is not started:  # else: start() has replayed the graph on these very pixels already
