@@ -340,6 +340,10 @@ def test_photo_handed_over_as_device_pixels_gives_the_processor_the_same_inputs(
     photo = Image.effect_noise((301, 203), 80).convert("RGB")
     tensor = pixels_on("cpu", photo)
     assert tensor.shape == (3, 203, 301) and tensor.dtype == torch.uint8
+    if hasattr(photo, "__arrow_c_array__"):  # Pillow 11.2+: the zero-copy path (images/pixels.py) is the one taken
+        from optascan.images.pixels import rgbx_view
+
+        assert rgbx_view(photo) is not None and tensor.stride() == (1, 301 * 4, 4)
     image = processor.image_token if family != "idefics3" else "<image>"
     text = f"{image} What is this?"
     expected = processor(text=[text], images=[photo], return_tensors="pt")

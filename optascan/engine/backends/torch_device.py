@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import warnings
 from typing import Any
 
 # Requests vary in image size, so activation sizes vary from one request to the next: expandable segments let
@@ -17,6 +18,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ...errors import InvalidRequest
+from ...images.pixels import rgbx_view
 from ..memory import should_trim, system_available_bytes
 
 
@@ -94,7 +96,13 @@ def pixels_on(device: str, image: Any) -> Any:
     is (the processor converts other modes its own way)."""
     if not isinstance(image, Image.Image) or image.mode != "RGB":
         return image
-    return torch.from_numpy(np.array(image)).to(device).permute(2, 0, 1)
+    view = rgbx_view(image)  # Pillow's own memory, no host copy (images/pixels.py: ~1.5 ms less per photo)
+    if view is None:
+        return torch.from_numpy(np.array(image)).to(device).permute(2, 0, 1)
+    with warnings.catch_warnings():  # read-only on purpose: the copy below is the only use
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        host = torch.from_numpy(view)
+    return host.to(device, copy=True)[..., :3].permute(2, 0, 1)  # RGBX uploaded whole, the padding dropped there
 
 
 def _mps_available() -> bool:
