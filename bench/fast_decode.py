@@ -238,9 +238,15 @@ def main() -> None:
             start = time.perf_counter()
             with optascan.load(path, device=args.device, engine="fast") as fast:
                 load_s = time.perf_counter() - start
+                # what stays allocated once loaded (weights, KV cache, graph pools); the peak adds what the load
+                # and warm-up held only for a while
+                resident = {"resident_after_load_bytes": torch.cuda.memory_allocated()} if args.device.startswith(
+                    "cuda") else {}
+                cache = fast.backend.decoder
+                resident["kv_cache_bytes"] = cache.k_cache.nbytes + cache.v_cache.nbytes
                 report_paths[name] = timed_engine(fast, request, args.new_tokens, args.runs, args.device,
                                                   args.ttft_runs)
-                report_paths[name].update(load_s=load_s, warmup_s=fast.backend.warmup_s,
+                report_paths[name].update(load_s=load_s, warmup_s=fast.backend.warmup_s, **resident,
                                           warmup_parts=fast.backend.warmup_parts,
                                           **prefill_parts(fast, prepared, args.runs, args.device))
                 report_paths[name].update(peak_memory(args.device))
