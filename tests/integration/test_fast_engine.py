@@ -189,6 +189,37 @@ def test_a_step_over_its_bucket_equals_a_step_over_the_whole_cache(fast, family)
             assert torch.allclose(bucketed, whole, atol=1e-5), index
 
 
+def test_decode_capture_puts_back_what_its_warm_steps_wrote_into_the_cache(fast, monkeypatch):
+    """The decode graphs' warm-up runs real steps from cache slot 0 before each capture; the loop keeps and puts
+    back only the slots those steps write (not a copy of the whole cache: LLaVA's would be 2 GB at its peak).
+    CPU has no graphs: the capture's warm part runs as on the GPU, the capture itself is left out."""
+    from optascan.engine.backends.fast import graphs
+
+    backend = fast("llava").backend
+    decoder, loop = backend.decoder, backend.decode_loop
+    after_warm = []
+
+    def warm_only(keys, run, names, *, before_warm=None, warm_runs=1):
+        for key in keys:
+            before_warm(key)
+            for _ in range(warm_runs):
+                run(key)
+        after_warm.append(decoder.k_cache.clone())
+        return {}, {}
+
+    monkeypatch.setattr(graphs, "warm_and_capture", warm_only)
+    torch.manual_seed(1)
+    with torch.inference_mode():
+        decoder.k_cache.normal_()
+        decoder.v_cache.normal_()
+        before = decoder.k_cache.clone(), decoder.v_cache.clone()
+        loop._capture()
+    assert torch.equal(decoder.k_cache, before[0]) and torch.equal(decoder.v_cache, before[1])
+    # the warm steps wrote the slots that were kept, and only those
+    written = (after_warm[0] != before[0]).flatten(0, 2).any(-1).any(0)  # per slot
+    assert written[:graphs.WARM_STEPS].all() and not written[graphs.WARM_STEPS:].any()
+
+
 @pytest.mark.parametrize("family", ["qwen2_vl", "llava"])
 def test_the_agreement_report_finds_no_divergence_here_and_explains_a_forced_one(fast, tiny_engine, family):
     from optascan.testing.agreement import first_divergence, greedy_ids

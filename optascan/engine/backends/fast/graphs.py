@@ -29,6 +29,7 @@ from .decoder import CompactDecoder
 # greedy and sample choose the next token inside the graph; logits only runs the step and leaves its logits for
 # the host (grammar-constrained decoding masks them with the grammar's next-token bitmask first)
 MODES = ("greedy", "sample", "logits")
+WARM_STEPS = 2  # each mode and bucket is warmed by this many steps from cache slot 0 before its capture
 
 
 class DecodeLoop:
@@ -75,12 +76,16 @@ class DecodeLoop:
 
     def _capture(self) -> None:
         """One step per mode and bucket, warmed twice (from slot 0) and captured. Done at load."""
-        saved = (self.decoder.k_cache.clone(), self.decoder.v_cache.clone())
+        # the warm steps write their keys and values into the first WARM_STEPS slots (a capture runs nothing):
+        # only those are kept and put back, not a copy of the whole cache (LLaVA's 2 GB, its peak memory's excess)
+        cache = self.decoder.k_cache, self.decoder.v_cache
+        saved = [part[..., :WARM_STEPS, :].clone() for part in cache]
         self.graphs, self.warmup_parts = warm_and_capture(
             [(mode, length) for mode in MODES for length in self.buckets], lambda key: self._body(*key),
-            ("first_step_s", "other_steps_s", "capture_s"), before_warm=lambda _: self.index.zero_(), warm_runs=2)
-        self.decoder.k_cache.copy_(saved[0])  # the warm-up wrote into the cache: leave it as it was
-        self.decoder.v_cache.copy_(saved[1])
+            ("first_step_s", "other_steps_s", "capture_s"), before_warm=lambda _: self.index.zero_(),
+            warm_runs=WARM_STEPS)
+        for part, kept in zip(cache, saved, strict=True):
+            part[..., :WARM_STEPS, :].copy_(kept)
 
     def logits_after(self, token: int, index: int, rope_position: int) -> torch.Tensor:
         """The logits [1, vocab] after ``token`` at cache slot ``index`` (one step, no choice: the caller
