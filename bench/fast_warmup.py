@@ -8,10 +8,12 @@ Each setting loads the engine in a fresh process with empty torch.compile and Tr
 on a new machine sees): the warm-up's total, its parts (``FastBackend.warmup_parts``: the prompt path's first
 run, which compiles it, its other buckets, its graph capture; the same for the decode step) and dynamo's own
 compile-time table. Settings (``--settings``, run in that order: the first also pays for cold imports and disk
-caches): ``default``; ``serial_compile`` (one compile thread).
-Tried and dropped: starting torch.compile's worker pool before the weights load (compiling in parallel from the
-first graph) made the 3B's cold warm-up 18.8 s against 13.8 s serial and 15.7 s default, run after both
-(bench/results/fast_warmup-h100-qwen2.5-vl-3b-2026-11-26.json, source 572053f).
+caches): ``default`` (since 2026-11-26 the engine builds torch.compile's kernels in its own process, one after
+another); ``worker_pool`` (inductor's pool of compile workers, as torch does by default). ``--second-load`` adds,
+after each, a load with the caches it left (every later load on that machine).
+Measured: serial 13.8 s against the pool's 15.7 s (source 572053f), 12.4 s against 14.0 s (cc91937;
+bench/results/fast_warmup-h100-qwen2.5-vl-3b-*). Tried and dropped: starting the worker pool before the weights
+load (compiling in parallel from the first graph): 18.8 s.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SETTINGS = {"default": {}, "serial_compile": {"TORCHINDUCTOR_COMPILE_THREADS": "1"}}
+SETTINGS = {"default": {}, "worker_pool": {"TORCHINDUCTOR_COMPILE_THREADS": str(min(32, os.cpu_count() or 1))}}
 
 
 def child(path: str, device: str, decode_runs: int) -> None:

@@ -386,6 +386,23 @@ def test_photo_handed_over_as_device_pixels_gives_the_processor_the_same_inputs(
     assert pixels_on("cpu", grey) is grey  # other modes go as they are: the processor converts them
 
 
+def test_warm_up_builds_compiled_kernels_in_process_unless_the_user_chose(monkeypatch):
+    """The fast engine's warm-up compiles with one compile thread (no worker pool: shorter cold warm-ups,
+    bench/fast_warmup.py), only while it warms up, and leaves TORCHINDUCTOR_COMPILE_THREADS to decide where set."""
+    from torch._inductor import config
+
+    from optascan.engine.backends.fast.backend import compiling_in_process
+
+    monkeypatch.delenv("TORCHINDUCTOR_COMPILE_THREADS", raising=False)
+    with config.patch(compile_threads=8):  # torch's config module restores itself (monkeypatch would break it)
+        with compiling_in_process():
+            assert config.compile_threads == 1
+        assert config.compile_threads == 8
+        monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "4")
+        with compiling_in_process():
+            assert config.compile_threads == 8
+
+
 def test_close_frees_the_weights_and_cache_while_the_engine_object_lives_on(tiny_dir):
     """``with load(...) as engine:`` leaves ``engine`` bound: closing must still let the weights, the decoder's
     views of them and its KV cache go (a second model loaded after it would otherwise hold two copies)."""

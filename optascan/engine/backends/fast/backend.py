@@ -19,8 +19,10 @@ tool (9 of 9 passed on an H100: tests/gpu/results/fast_checks-h100-2026-11-26-at
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,16 @@ class FastBackend(HFBackend):
         self._capturing = False
         self.language_model.register_forward_pre_hook(self._capture, with_kwargs=True)
         start = time.perf_counter()
+        with compiling_in_process():
+            self._warm_up(compile_step)
+        self.warmup_s = time.perf_counter() - start
+        # where the warm-up went (the benchmark reports it): compiling shows in each first run
+        self.warmup_parts = {**{f"prefill_{k}": v for k, v in getattr(self.prefill_graphs, "warmup_parts", {}).items()},
+                             **{f"decode_{k}": v for k, v in self.decode_loop.warmup_parts.items()},
+                             **getattr(self.vision_graph, "warmup_parts", {})}
+
+    def _warm_up(self, compile_step: bool) -> None:
+        """Everything that compiles or captures, at load: the prompt's graphs, the decode loop's, LLaVA's tower."""
         # the prompt's pass: CUDA graphs per length bucket on CUDA (OPTASCAN_FAST_PREFILL_GRAPHS=0: eager, for
         # comparison), captured at load with any compiling, not in the first request's time to first token
         self.prefill_graphs: PrefillGraphs | None = None
@@ -107,11 +119,6 @@ class FastBackend(HFBackend):
             start_tower_early(self.processor.image_processor, self.vision_graph, self.dtype)
             self._warm_vision()
             self.vision_graph.frozen = True  # no captures during requests
-        self.warmup_s = time.perf_counter() - start
-        # where the warm-up went (the benchmark reports it): compiling shows in each first run
-        self.warmup_parts = {**{f"prefill_{k}": v for k, v in getattr(self.prefill_graphs, "warmup_parts", {}).items()},
-                             **{f"decode_{k}": v for k, v in self.decode_loop.warmup_parts.items()},
-                             **getattr(self.vision_graph, "warmup_parts", {})}
 
     def _warm_vision(self) -> None:
         """A blank photo through the processor and the vision path, so the tower's graph is captured at load."""
@@ -254,3 +261,20 @@ class FastBackend(HFBackend):
         else:
             positions = positions[0]
         return embeds, positions
+
+
+@contextlib.contextmanager
+def compiling_in_process() -> Iterator[None]:
+    """torch.compile's kernels built in this process one after another, not in inductor's worker pool: a cold
+    warm-up took 12.4 s that way against 14.0 s with the pool on one H100 host, 13.8 against 15.7 s on another
+    (bench/results/fast_warmup-h100-qwen2.5-vl-3b-*): the pool's start-up and hand-offs cost more than parallel
+    builds of a few dozen small kernels save. Only around our warm-up; TORCHINDUCTOR_COMPILE_THREADS, where set,
+    is left to decide."""
+    if "TORCHINDUCTOR_COMPILE_THREADS" in os.environ:
+        yield
+        return
+    from torch._inductor import config
+
+    with config.patch(compile_threads=1):
+        yield
+
