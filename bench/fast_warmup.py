@@ -9,8 +9,7 @@ on a new machine sees): the warm-up's total, its parts (``FastBackend.warmup_par
 run, which compiles it, its other buckets, its graph capture; the same for the decode step) and dynamo's own
 compile-time table. Settings (``--settings``, run in that order: the first also pays for cold imports and disk
 caches): ``default`` (since 2026-11-26 the engine builds torch.compile's kernels in its own process, one after
-another, and starts while the weights load: early_compile.py); ``worker_pool`` (inductor's pool of compile
-workers, as torch does by default); ``no_early_compile`` (all compiling after the load). ``--second-load`` adds,
+another); ``worker_pool`` (inductor's pool of compile workers, as torch does by default). ``--second-load`` adds,
 after each, a load with the caches it left (every later load on that machine).
 Measured: serial 13.8 s against the pool's 15.7 s (source 572053f), 12.4 s against 14.0 s (cc91937;
 bench/results/fast_warmup-h100-qwen2.5-vl-3b-*). Tried and dropped: starting the worker pool before the weights
@@ -31,8 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SETTINGS = {"default": {}, "worker_pool": {"TORCHINDUCTOR_COMPILE_THREADS": str(min(32, os.cpu_count() or 1))},
-            "no_early_compile": {"OPTASCAN_FAST_EARLY_COMPILE": "0"}}
+SETTINGS = {"default": {}, "worker_pool": {"TORCHINDUCTOR_COMPILE_THREADS": str(min(32, os.cpu_count() or 1))}}
 
 
 def child(path: str, device: str, decode_runs: int) -> None:

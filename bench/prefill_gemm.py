@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -31,7 +32,6 @@ from bench.fast_decode import SIZES  # noqa: E402
 from bench.profile_fast_step import kernel_us_by_name, kind_of  # noqa: E402
 from bench.provenance import git_commit  # noqa: E402
 from optascan.engine.backends.fast.decoder import CompactDecoder, DecoderShape  # noqa: E402
-from optascan.engine.backends.fast.early_compile import random_decoder  # noqa: E402
 
 DTYPE = torch.bfloat16
 
@@ -96,15 +96,33 @@ def per_shape(c: dict, tokens: int, impls: list[str]) -> dict:
     return report
 
 
-def random_llm(c: dict, max_tokens: int) -> CompactDecoder:
+def random_decoder(c: dict, max_tokens: int) -> CompactDecoder:
     """Our decoder with random weights of the size (no checkpoint: only the prefill's arithmetic matters here)."""
-    hidden, heads = c["hidden_size"], c["num_attention_heads"]
-    shape = DecoderShape(layers=c["num_hidden_layers"], hidden=hidden, heads=heads, kv_heads=c["num_key_value_heads"],
-                         head_dim=hidden // heads, intermediate=c["intermediate_size"], eps=1e-6, qkv_bias=False,
-                         mrope_section=None)
-    decoder = random_decoder(shape, vocab=c["vocab_size"], max_tokens=max_tokens, dtype=DTYPE, device="cuda")
-    decoder.inv_freq = 1.0 / (10000 ** (torch.arange(0, shape.head_dim, 2, device="cuda").float() / shape.head_dim))
-    return decoder
+    hidden, heads, kv = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]
+    head_dim = hidden // heads
+    shape = DecoderShape(layers=c["num_hidden_layers"], hidden=hidden, heads=heads, kv_heads=kv, head_dim=head_dim,
+                         intermediate=c["intermediate_size"], eps=1e-6, qkv_bias=False, mrope_section=None)
+    decoder = CompactDecoder(shape, max_tokens=max_tokens, dtype=DTYPE, device="cuda")
+
+    def linear(out_features: int, in_features: int) -> nn.Linear:
+        layer = nn.Linear(in_features, out_features, bias=False, device="cuda", dtype=DTYPE)
+        nn.init.normal_(layer.weight, std=0.02)
+        return layer
+
+    q, (o_out, o_in), (gu, _), (down_out, down_in) = projection_shapes(c).values()
+    for _ in range(shape.layers):
+        decoder.qkv_weight.append(linear(*q).weight)
+        decoder.qkv_bias.append(None)
+        decoder.gate_up_weight.append(linear(gu, hidden).weight)
+        decoder.o.append(linear(o_out, o_in))
+        decoder.down.append(linear(down_out, down_in))
+        decoder.norm_in.append(torch.ones(hidden, dtype=DTYPE, device="cuda"))
+        decoder.norm_post.append(torch.ones(hidden, dtype=DTYPE, device="cuda"))
+    decoder.norm_final = torch.ones(hidden, dtype=DTYPE, device="cuda")
+    decoder.embed = nn.Embedding(c["vocab_size"], hidden, device="cuda", dtype=DTYPE)
+    decoder.lm_head = linear(c["vocab_size"], hidden)
+    decoder.inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, device="cuda").float() / head_dim))
+    return decoder.eval()
 
 
 def whole_prefill(decoder: CompactDecoder, tokens: int, impl: str) -> dict:
@@ -156,7 +174,7 @@ def main() -> None:
     layers = c["num_hidden_layers"]
     for impl in args.impls.split(","):
         report[f"matmuls_only_ms_{impl}"] = layers * sum(row[impl]["us"] for row in report["per_shape"].values()) / 1e3
-    decoder = random_llm(c, max_tokens=args.tokens + 64)
+    decoder = random_decoder(c, max_tokens=args.tokens + 64)
     decoder.compile_layers()
     report["whole_prefill"] = {impl: whole_prefill(decoder, args.tokens, impl) for impl in args.whole.split(",")}
     args.out.write_text(json.dumps(report, indent=1))

@@ -415,36 +415,3 @@ def test_close_frees_the_weights_and_cache_while_the_engine_object_lives_on(tiny
     parameter = weakref.ref(next(engine.backend.model.parameters()))
     engine.close()
     assert cache() is None and weight() is None and parameter() is None
-
-
-def test_early_compile_leaves_nothing_for_the_warm_up_to_compile(tiny_dir):
-    """The early compile (early_compile.py) runs a two-layer stand-in with the config's shapes while the weights
-    load; the real decoder must then find every graph it needs compiled — its prompt's pass through the prefill
-    buffers and a decode step add no graph to dynamo's count. On the CPU here; the GPU's saving is in
-    bench/results/fast_warmup-*."""
-    from torch._dynamo.utils import counters
-    from transformers import AutoConfig, AutoModelForImageTextToText
-
-    from optascan.engine.backends.fast.decoder import build_from
-    from optascan.engine.backends.fast.early_compile import EarlyCompile
-    from optascan.engine.backends.fast.graphs import cache_buckets
-    from optascan.engine.backends.fast.prefill import PrefillGraphs
-
-    path = tiny_dir("qwen2_5_vl")  # M-RoPE, q/k/v biases: the shape most likely to differ from its config
-    config = AutoConfig.from_pretrained(path)
-    early = EarlyCompile(config.get_text_config(), max_tokens=512, dtype=torch.float32, device="cpu")
-    report = early.join()
-    assert "early_compile_error" not in report and report["early_compile_s"] > 0
-    compiled_early = counters["stats"]["unique_graphs"]
-    assert compiled_early > 0
-
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
-    decoder = build_from(model.model.language_model, model.lm_head, config.get_text_config(), max_tokens=512)
-    decoder.compile_layers()
-    prefill = PrefillGraphs(decoder, "cpu", capture=False)  # as the backend makes it: outside inference mode
-    slot = torch.zeros(1, dtype=torch.long)
-    with torch.inference_mode():  # and runs it (warm_and_capture)
-        for bucket in prefill.buckets[:2]:
-            prefill._body(bucket)
-        decoder.step(torch.zeros(1, 1, dtype=torch.long), slot, slot.clone(), cache_buckets(512)[0])
-    assert counters["stats"]["unique_graphs"] == compiled_early

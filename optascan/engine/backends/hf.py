@@ -70,7 +70,6 @@ class HFBackend:
         self.dtype = torch_device.choose_dtype(self.device, dtype)
         try:
             config = AutoConfig.from_pretrained(path)
-            self._before_weights(config)
             self.supports_images = config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
             model_class = AutoModelForImageTextToText if self.supports_images else AutoModelForCausalLM
             self.model = model_class.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
@@ -104,9 +103,6 @@ class HFBackend:
         self._kept_ids: list[int] = []  # the tokens whose keys and values _kept_cache holds
         self._kept_cache: DynamicCache | None = None
         self._kept_image_key = ""
-
-    def _before_weights(self, config: Any) -> None:
-        """Called with the model's config before its weights load (the fast engine starts compiling there)."""
 
     # --- preprocessing -------------------------------------------------------------------------------
     def prepare(self, conversation: Conversation, images: Sequence[Any]) -> Prepared:

@@ -35,7 +35,6 @@ from ..base import OnToken, Prepared, Sampling
 from ..hf import HFBackend
 from ..torch_sampling import choose_token, sampling_tensors
 from .decoder import CompactDecoder, build_from
-from .early_compile import EarlyCompile
 from .graphs import DecodeLoop
 from .prefill import PrefillGraphs
 from .vision import fuse_rms_norms, pad_mlp_widths, use_packed_attention
@@ -59,8 +58,6 @@ class FastBackend(HFBackend):
 
     def __init__(self, path: str | Path, *, device: str = "auto", dtype: str | None = None,
                  memory_fraction: float = 0.9, cache_tokens: int = 8192, compile_step: bool | None = None) -> None:
-        self._compile_choice, self._cache_tokens_asked = compile_step, cache_tokens
-        self.early_compile: EarlyCompile | None = None
         super().__init__(path, device=device, dtype=dtype, memory_fraction=memory_fraction)
         if self.model_type not in FAST_FAMILIES:
             raise ModelLoadError(f"the fast engine does not support {self.model_type!r} models yet",
@@ -84,42 +81,24 @@ class FastBackend(HFBackend):
         self.context_length = self.cache_tokens
         self.decoder: CompactDecoder = build_from(self.language_model, self.model.lm_head, text_config,
                                                   max_tokens=self.cache_tokens)
-        compile_step = self._compiles()
+        # torch.compile of the one-token step: on by default on CUDA (1.3x the decode speed on an H100, 1.5x on
+        # an H200 with our attention kernel, for 0.5-2.5 s more warm-up: bench/results/fast_decode-h*.json); off
+        # elsewhere, where compiling costs more than it gains. OPTASCAN_FAST_COMPILE=1 or 0 overrides.
+        if compile_step is None:
+            flag = os.environ.get("OPTASCAN_FAST_COMPILE")
+            compile_step = flag == "1" if flag in ("0", "1") else self.device.startswith("cuda")
         if compile_step:
             self.decoder.compile_layers()
         self._capturing = False
         self.language_model.register_forward_pre_hook(self._capture, with_kwargs=True)
         start = time.perf_counter()
         with compiling_in_process():
-            early = self.early_compile.join() if self.early_compile else {}  # waiting for it counts as warm-up
-            self.early_compile = None
             self._warm_up(compile_step)
         self.warmup_s = time.perf_counter() - start
         # where the warm-up went (the benchmark reports it): compiling shows in each first run
         self.warmup_parts = {**{f"prefill_{k}": v for k, v in getattr(self.prefill_graphs, "warmup_parts", {}).items()},
                              **{f"decode_{k}": v for k, v in self.decode_loop.warmup_parts.items()},
-                             **getattr(self.vision_graph, "warmup_parts", {}), **early}
-
-    def _compiles(self) -> bool:
-        """torch.compile of the decoder's per-layer code: on by default on CUDA (1.3x the decode speed on an
-        H100, 1.5x on an H200 with our attention kernel: bench/results/fast_decode-h*.json); off elsewhere, where
-        compiling costs more than it gains. OPTASCAN_FAST_COMPILE=1 or 0 overrides."""
-        if self._compile_choice is not None:
-            return self._compile_choice
-        flag = os.environ.get("OPTASCAN_FAST_COMPILE")
-        return flag == "1" if flag in ("0", "1") else self.device.startswith("cuda")
-
-    def _before_weights(self, config: Any) -> None:
-        """Start compiling on a side thread while the weights load (early_compile.py): CUDA with compiling on,
-        a family we run; OPTASCAN_FAST_EARLY_COMPILE=0 leaves it all to the warm-up, for comparison."""
-        if not (self.device.startswith("cuda") and self._compiles() and config.model_type in FAST_FAMILIES
-                and os.environ.get("OPTASCAN_FAST_EARLY_COMPILE") != "0"):
-            return
-        text_config = config.get_text_config()
-        context = getattr(text_config, "max_position_embeddings", None)
-        self.early_compile = EarlyCompile(text_config, max_tokens=min(self._cache_tokens_asked, context or
-                                                                      self._cache_tokens_asked),
-                                          dtype=self.dtype, device=self.device, compile_settings=compiling_in_process)
+                             **getattr(self.vision_graph, "warmup_parts", {})}
 
     def _warm_up(self, compile_step: bool) -> None:
         """Everything that compiles or captures, at load: the prompt's graphs, the decode loop's, LLaVA's tower."""

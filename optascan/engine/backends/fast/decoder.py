@@ -59,8 +59,10 @@ class CompactDecoder(nn.Module):
         # (OPTASCAN_FAST_GEMV=torch keeps cuBLAS, for comparison), else torch's
         kernel = gemv.enabled(device)
         self.linear = gemv.linear if kernel else F.linear
-        self.one_token_fns = ONE_TOKEN_FNS[kernel]
-        self.prefill_fns = PREFILL_FNS  # prompts (compile_layers compiles)
+        gated = gemv.gated_linear if kernel else gemv.silu_gate
+        self.one_token_fns = (partial(_before_attention, linear=self.linear),
+                              partial(_after_attention, linear=self.linear, gated=gated), _finish)
+        self.prefill_fns = (_before_attention, _after_attention, _finish)  # prompts (compile_layers compiles)
         self.compiled = False
         self.rotary_fn = _rotary_table  # the one-token step's (compiled with the step)
         # one-token steps attend with our Triton kernel where it runs (CUDA; OPTASCAN_FAST_ATTENTION=sdpa
@@ -181,21 +183,10 @@ class CompactDecoder(nn.Module):
         dynamo = torch._dynamo.config
         dynamo.recompile_limit = max(dynamo.recompile_limit, 256)
         dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4096)
-        self.one_token_fns = tuple(_compiled(fn, dynamic=False) for fn in self.one_token_fns)
-        self.prefill_fns = tuple(_compiled(fn, dynamic=None) for fn in self.prefill_fns)  # length marked
-        self.rotary_fn = _compiled(_rotary_table, dynamic=False)  # one kernel, not ~10
+        self.one_token_fns = tuple(torch.compile(fn, fullgraph=True, dynamic=False) for fn in self.one_token_fns)
+        self.prefill_fns = tuple(torch.compile(fn, fullgraph=True) for fn in self.prefill_fns)  # length marked
+        self.rotary_fn = torch.compile(_rotary_table, fullgraph=True, dynamic=False)  # one kernel, not ~10
         self.compiled = True
-
-
-# torch.compile's wrappers, one per function and setting for the whole process: every decoder (and the early
-# compile's stand-in, early_compile.py) calls the same ones, so a graph compiled for one is found by the next
-_COMPILED: dict[tuple[Any, bool | None], Any] = {}
-
-
-def _compiled(fn: Any, dynamic: bool | None) -> Any:
-    if (fn, dynamic) not in _COMPILED:
-        _COMPILED[fn, dynamic] = torch.compile(fn, fullgraph=True, dynamic=dynamic)
-    return _COMPILED[fn, dynamic]
 
 
 def _rotary_table(positions: torch.Tensor, inv_freq: torch.Tensor, scale: float, sections: tuple[int, ...] | None,
@@ -280,7 +271,15 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
 def build_from(language_model: Any, lm_head: nn.Linear, config: Any, *, max_tokens: int) -> CompactDecoder:
     """A CompactDecoder holding fused copies of ``language_model``'s layer weights (embeddings and head shared)."""
     layers = language_model.layers
-    shape = shape_from_config(config, qkv_bias=layers[0].self_attn.q_proj.bias is not None)
+    first = layers[0].self_attn
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    rope = getattr(config, "rope_parameters", None) or {}
+    mrope = rope.get("mrope_section") if isinstance(rope, dict) else None
+    shape = DecoderShape(
+        layers=len(layers), hidden=config.hidden_size, heads=config.num_attention_heads,
+        kv_heads=config.num_key_value_heads, head_dim=head_dim, intermediate=config.intermediate_size,
+        eps=config.rms_norm_eps, qkv_bias=first.q_proj.bias is not None,
+        mrope_section=tuple(mrope) if mrope else None)
     if getattr(config, "use_sliding_window", False):
         raise NotImplementedError("sliding-window attention is not in the compact decoder")
     weight = language_model.embed_tokens.weight
@@ -303,22 +302,6 @@ def build_from(language_model: Any, lm_head: nn.Linear, config: Any, *, max_toke
     return decoder.eval()
 
 
-def shape_from_config(config: Any, *, qkv_bias: bool | None = None) -> DecoderShape:
-    """The decoder's shape from the language model's config. ``qkv_bias`` from the loaded layers where there
-    are some; before the weights load, from the config (Qwen2's attention always has biases, Llama's per
-    ``attention_bias``)."""
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    rope = getattr(config, "rope_parameters", None) or {}
-    mrope = rope.get("mrope_section") if isinstance(rope, dict) else None
-    if qkv_bias is None:
-        qkv_bias = str(getattr(config, "model_type", "")).startswith("qwen2") or bool(
-            getattr(config, "attention_bias", False))
-    return DecoderShape(
-        layers=config.num_hidden_layers, hidden=config.hidden_size, heads=config.num_attention_heads,
-        kv_heads=config.num_key_value_heads, head_dim=head_dim, intermediate=config.intermediate_size,
-        eps=config.rms_norm_eps, qkv_bias=qkv_bias, mrope_section=tuple(mrope) if mrope else None)
-
-
 def _fuse(a: nn.Linear, b: nn.Linear, c: nn.Linear | None, name: str) -> torch.Tensor:
     """One tensor holding the parts end to end; the parts become views into it (no second copy in memory)."""
     parts = [m for m in (a, b, c) if m is not None]
@@ -329,15 +312,3 @@ def _fuse(a: nn.Linear, b: nn.Linear, c: nn.Linear | None, name: str) -> torch.T
         getattr(m, name).data = fused[start:start + size]
         start += size
     return fused
-
-
-# the per-layer functions the decoder calls: one-token steps with our projection kernel (True) or torch's, and
-# prompts; module-level, so that every decoder hands torch.compile the same objects (_compiled)
-ONE_TOKEN_FNS = {
-    True: (partial(_before_attention, linear=gemv.linear),
-           partial(_after_attention, linear=gemv.linear, gated=gemv.gated_linear), _finish),
-    False: (partial(_before_attention, linear=F.linear),
-            partial(_after_attention, linear=F.linear, gated=gemv.silu_gate), _finish),
-}
-PREFILL_FNS = (_before_attention, _after_attention, _finish)
-
