@@ -13,7 +13,10 @@ another); ``worker_pool`` (inductor's pool of compile workers, as torch does by 
 after each, a load with the caches it left (every later load on that machine).
 Measured: serial 13.8 s against the pool's 15.7 s (source 572053f), 12.4 s against 14.0 s (cc91937;
 bench/results/fast_warmup-h100-qwen2.5-vl-3b-*). Tried and dropped: starting the worker pool before the weights
-load (compiling in parallel from the first graph): 18.8 s.
+load (compiling in parallel from the first graph): 18.8 s; compiling a two-layer stand-in decoder on a side thread
+while the weights load (1004ea6, reverted): the warm-up found every graph compiled, but the side thread took
+19.5 s next to the load (GIL-bound) against ~10 s alone, so the warm-up was 17.2 s against 17.3 s without it and
+load + warm-up 35.9 s against 33.7 s (…-at-1004ea6-early-compile.json).
 """
 
 from __future__ import annotations
