@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fast_decode import SIZES  # noqa: E402
+from bench.matmul_ceiling import graph_time  # noqa: E402
 from bench.profile_fast_step import kernel_us_by_name, kind_of  # noqa: E402
 from bench.provenance import git_commit  # noqa: E402
 from optascan.engine.backends.fast.decoder import CompactDecoder, DecoderShape  # noqa: E402
@@ -36,26 +36,9 @@ from optascan.engine.backends.fast.decoder import CompactDecoder, DecoderShape  
 DTYPE = torch.bfloat16
 
 
-def graph_ms(fn, reps: int = 20) -> float:
-    """Median ms of one replay of ``fn`` captured as a CUDA graph (warmed on a side stream first)."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+def graph_ms(fn) -> float:
+    """Median ms of one replay of ``fn`` captured as a CUDA graph."""
+    return graph_time(fn) * 1000
 
 
 def projection_shapes(c: dict) -> dict[str, tuple[int, int]]:
