@@ -415,3 +415,26 @@ def test_close_frees_the_weights_and_cache_while_the_engine_object_lives_on(tiny
     parameter = weakref.ref(next(engine.backend.model.parameters()))
     engine.close()
     assert cache() is None and weight() is None and parameter() is None
+
+
+def test_the_compiled_prompt_pass_compiles_one_graph_per_function(tiny_dir, monkeypatch):
+    """The prompt's pass compiles each per-layer function once, for every bucket: the prefill buffers are
+    inference tensors like everything the layers make, since compiled code is guarded on the kind (an ordinary
+    buffer gave the first layer a second compiled graph of the attention half: seconds of a cold warm-up)."""
+    from torch._dynamo.utils import counters
+
+    from optascan.engine.backends.fast.prefill import PrefillGraphs
+
+    monkeypatch.setenv("OPTASCAN_FAST_COMPILE", "1")
+    engine = optascan.load(tiny_dir("llava"), device="cpu", engine="fast")
+    try:
+        torch._dynamo.reset()  # what the load compiled is forgotten: this counts from nothing
+        graphs = PrefillGraphs(engine.backend.decoder, "cpu", capture=False)
+        before = counters["stats"]["unique_graphs"]
+        with torch.inference_mode():
+            for bucket in graphs.buckets[:2]:
+                graphs._body(bucket)
+        assert counters["stats"]["unique_graphs"] - before == 3  # before / after attention, the final norm
+    finally:
+        engine.close()
+        torch._dynamo.reset()

@@ -40,11 +40,15 @@ class PrefillGraphs:
         dev = torch.device(device)
         longest = self.buckets[-1] if self.buckets else 0
         rope_rows = (3,) if decoder.shape.mrope_section else ()
-        self.embeds = torch.zeros(1, longest, decoder.embed.weight.shape[1], dtype=decoder.k_cache.dtype,
-                                  device=dev)
-        self.positions = torch.zeros(*rope_rows, longest, dtype=torch.long, device=dev)
-        self.last = torch.zeros(1, dtype=torch.long, device=dev)
-        self.logits = torch.zeros(1, 1, decoder.lm_head.weight.shape[0], dtype=decoder.k_cache.dtype, device=dev)
+        # inference tensors, like every tensor the layers make from them: compiled code is guarded on the kind,
+        # so a first layer fed from an ordinary buffer compiled its own second graph of the prompt's code
+        with torch.inference_mode():
+            self.embeds = torch.zeros(1, longest, decoder.embed.weight.shape[1], dtype=decoder.k_cache.dtype,
+                                      device=dev)
+            self.positions = torch.zeros(*rope_rows, longest, dtype=torch.long, device=dev)
+            self.last = torch.zeros(1, dtype=torch.long, device=dev)
+            self.logits = torch.zeros(1, 1, decoder.lm_head.weight.shape[0], dtype=decoder.k_cache.dtype,
+                                      device=dev)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.warmup_parts: dict[str, float] = {}  # seconds: compile (first bucket), other buckets, capture
         if capture and self.buckets:
@@ -63,6 +67,10 @@ class PrefillGraphs:
     def run(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | None:
         """The last prompt token's logits [1, 1, vocab] for ``embeds`` [1, n, hidden] at ``positions`` ([n] or
         M-RoPE's [3, n]) from cache slot 0, through the bucket's graph; None where no bucket holds n."""
+        with torch.inference_mode():  # its buffers are inference tensors
+            return self._run(embeds, positions)
+
+    def _run(self, embeds: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | None:
         n = embeds.shape[1]
         bucket = next((b for b in self.buckets if b >= n), None)
         if bucket is None:
