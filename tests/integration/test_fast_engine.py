@@ -418,9 +418,10 @@ def test_close_frees_the_weights_and_cache_while_the_engine_object_lives_on(tiny
 
 
 def test_the_compiled_prompt_pass_compiles_one_graph_per_function(tiny_dir, monkeypatch):
-    """The prompt's pass compiles each per-layer function once, for every bucket: the prefill buffers are
-    inference tensors like everything the layers make, since compiled code is guarded on the kind (an ordinary
-    buffer gave the first layer a second compiled graph of the attention half: seconds of a cold warm-up)."""
+    """The prompt's pass compiles each half of a layer once, for every bucket: the prefill buffers are inference
+    tensors like everything the layers make, since compiled code is guarded on the kind (an ordinary buffer gave
+    the first layer a second compiled graph of the attention half), and the final norm runs uncompiled on the rows
+    wanted only. Each dynamic graph is seconds of a cold warm-up on the GPU machine."""
     from torch._dynamo.utils import counters
 
     from optascan.engine.backends.fast.prefill import PrefillGraphs
@@ -434,7 +435,7 @@ def test_the_compiled_prompt_pass_compiles_one_graph_per_function(tiny_dir, monk
         with torch.inference_mode():
             for bucket in graphs.buckets[:2]:
                 graphs._body(bucket)
-        assert counters["stats"]["unique_graphs"] - before == 3  # before / after attention, the final norm
+        assert counters["stats"]["unique_graphs"] - before == 2  # before / after attention (the final norm: eager)
     finally:
         engine.close()
         torch._dynamo.reset()

@@ -107,10 +107,14 @@ class CompactDecoder(nn.Module):
             self.v_cache[i, :, :, start:end] = v
             return _attend(q, self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end], mask, self.shape)
 
-        normed = self._layers(embeds, cos, sin, attend)
+        x, delta = self._layers(embeds, cos, sin, attend, finish=False)
+        # the final norm only over the rows whose logits are wanted (it is per row), uncompiled: a few small
+        # kernels on one row, not a dynamic-length graph more to compile at load
         if last is not None:
-            return self.lm_head(normed.index_select(1, last))
-        return self.lm_head(normed if all_logits else normed[:, -1:])
+            x, delta = x.index_select(1, last), delta.index_select(1, last)
+        elif not all_logits:
+            x, delta = x[:, -1:], delta[:, -1:]
+        return self.lm_head(_finish(x, delta, self.norm_final, self.shape.eps))
 
     def step(self, token: torch.Tensor, index: torch.Tensor, rope_position: torch.Tensor,
              length: int | None = None) -> torch.Tensor:
@@ -142,13 +146,15 @@ class CompactDecoder(nn.Module):
             return self.lm_head(normed)[:, -1]
         return self.linear(normed, self.lm_head.weight, self.lm_head.bias)[:, -1]
 
-    def _layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend) -> torch.Tensor:
-        """The decoder layers and the final norm over ``x`` [1, n, hidden]; ``attend(i, q, k, v)`` puts layer i's
-        new keys and values into the cache and returns the queries' attention over it."""
+    def _layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend,
+                finish: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The decoder layers and the final norm over ``x`` [1, n, hidden] (without it, ``finish=False``: the
+        residual stream and the last layer's MLP output); ``attend(i, q, k, v)`` puts layer i's new keys and
+        values into the cache and returns the queries' attention over it."""
         s = self.shape
         cos, sin = cos[None, None], sin[None, None]  # [1, 1, n, head_dim]
         one_token = x.shape[1] == 1
-        before, after, finish = self.one_token_fns if one_token else self.prefill_fns
+        before, after, finish_fn = self.one_token_fns if one_token else self.prefill_fns
         # each layer's last residual add is left to the next layer's norm (and the last one's to the final
         # norm), where compiled code fuses it into the norm's kernel: one kernel less per layer
         delta = torch.zeros_like(x)
@@ -167,7 +173,7 @@ class CompactDecoder(nn.Module):
                 torch._dynamo.mark_dynamic(attn, 2)
             x, delta = after(x, attn, self.o[i].weight, self.o[i].bias, self.norm_post[i],
                              self.gate_up_weight[i], self.down[i].weight, self.down[i].bias, s.eps)
-        return finish(x, delta, self.norm_final, s.eps)
+        return finish_fn(x, delta, self.norm_final, s.eps) if finish else (x, delta)
 
     def compile_layers(self) -> None:
         """Compile the per-layer code around attention with torch.compile (inductor fuses the norms, rotary and
@@ -184,7 +190,9 @@ class CompactDecoder(nn.Module):
         dynamo.recompile_limit = max(dynamo.recompile_limit, 256)
         dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4096)
         self.one_token_fns = tuple(torch.compile(fn, fullgraph=True, dynamic=False) for fn in self.one_token_fns)
-        self.prefill_fns = tuple(torch.compile(fn, fullgraph=True) for fn in self.prefill_fns)  # length marked
+        # prompts: the two halves of a layer, for any length (marked dynamic); their final norm runs on the rows
+        # wanted only, uncompiled (forward)
+        self.prefill_fns = (*(torch.compile(fn, fullgraph=True) for fn in self.prefill_fns[:2]), _finish)
         self.rotary_fn = torch.compile(_rotary_table, fullgraph=True, dynamic=False)  # one kernel, not ~10
         self.compiled = True
 
