@@ -33,16 +33,15 @@ if [ "$stage" = checks ]; then
     echo "gemv_sweep rc=$?"
     exit 0
 fi
-if [ "$stage" = unmeasured ]; then  # what the last session changed but could not run on a GPU yet (one call)
-    python3 -c "import PIL, transformers; print('pillow', PIL.__version__, 'transformers', transformers.__version__)"
-    ckpt=/tmp/optascan-llava-full
-    timeout 300 python3 bench/fast_decode.py --device cuda --size llava-1.5-7b --runs 3 --vision full \
-        --variants fast --checkpoint $ckpt --out "$out/fast_decode-llava-1.5-7b.json" >"$out/bench.log" 2>&1
-    echo "llava bench rc=$?"
-    grep -E '"ttft_ms"|ratio|decode_tok_s|fraction_of' "$out/fast_decode-llava-1.5-7b.json"
-    timeout 120 python3 bench/profile_ttft.py --size llava-1.5-7b --vision full --checkpoint $ckpt \
-        --out "$out/profile_ttft-llava-1.5-7b.json" >"$out/profile.log" 2>&1
-    echo "llava profile_ttft rc=$?"
+if [ "$stage" = unmeasured ]; then  # what the last session changed but could not run on a GPU yet (one call):
+    # the prompt pass's fewer compiled graphs (6968a25, 7374ab7) -> cold warm-ups; then run `checks` and the
+    # three sizes (VISION=full VARIANTS=fast) for the table
+    timeout 230 python3 bench/fast_warmup.py --size qwen2.5-vl-3b --vision full --settings default,worker_pool \
+        --second-load --decode-runs 2 --out "$out/fast_warmup-qwen2.5-vl-3b.json" 2>&1 | grep -E "^(default|worker)" | cut -c1-400
+    for size in qwen2.5-vl-7b llava-1.5-7b; do
+        timeout 150 python3 bench/fast_warmup.py --size $size --vision full --settings default --decode-runs 2 \
+            --out "$out/fast_warmup-$size.json" 2>&1 | grep -E "^default" | cut -c1-400
+    done
     exit 0
 fi
 variants=fast,fast_cublas_projections,fast_sdpa_attention
