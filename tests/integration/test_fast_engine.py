@@ -269,8 +269,8 @@ def test_the_compiled_one_token_step_gives_the_same_logits_and_tokens(tiny_dir, 
             decoder.v_cache.normal_()
             args = (torch.tensor([[5]]), torch.tensor([40]), torch.tensor([47]))
             compiled = decoder.step(*args, 256)
-            decoder.one_token_fns = (decoder_module._before_attention, decoder_module._after_attention,
-                                     decoder_module._finish)  # plain: F.linear, uncompiled
+            decoder.one_token_fns = (decoder_module._before_attention, decoder_module._after_attention)
+            decoder.finish_fn = decoder_module._finish  # plain: F.linear, uncompiled
             decoder.rotary_fn = decoder_module._rotary_table
             plain = decoder.step(*args, 256)
         assert torch.allclose(compiled, plain, atol=1e-5, rtol=1e-5)

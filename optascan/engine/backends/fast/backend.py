@@ -277,4 +277,3 @@ def compiling_in_process() -> Iterator[None]:
 
     with config.patch(compile_threads=1):
         yield
-

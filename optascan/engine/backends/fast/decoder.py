@@ -61,8 +61,9 @@ class CompactDecoder(nn.Module):
         self.linear = gemv.linear if kernel else F.linear
         gated = gemv.gated_linear if kernel else gemv.silu_gate
         self.one_token_fns = (partial(_before_attention, linear=self.linear),
-                              partial(_after_attention, linear=self.linear, gated=gated), _finish)
-        self.prefill_fns = (_before_attention, _after_attention, _finish)  # prompts (compile_layers compiles)
+                              partial(_after_attention, linear=self.linear, gated=gated))
+        self.finish_fn = _finish  # a one-token step's final norm (compiled with the step)
+        self.prefill_fns = (_before_attention, _after_attention)  # prompts (compile_layers compiles)
         self.compiled = False
         self.rotary_fn = _rotary_table  # the one-token step's (compiled with the step)
         # one-token steps attend with our Triton kernel where it runs (CUDA; OPTASCAN_FAST_ATTENTION=sdpa
@@ -107,7 +108,7 @@ class CompactDecoder(nn.Module):
             self.v_cache[i, :, :, start:end] = v
             return _attend(q, self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end], mask, self.shape)
 
-        x, delta = self._layers(embeds, cos, sin, attend, finish=False)
+        x, delta = self._layers(embeds, cos, sin, attend)
         # the final norm only over the rows whose logits are wanted (it is per row), uncompiled: a few small
         # kernels on one row, not a dynamic-length graph more to compile at load
         if last is not None:
@@ -141,20 +142,21 @@ class CompactDecoder(nn.Module):
                 self.v_cache[i].index_copy_(2, index, v)
                 return _attend(q, self.k_cache[i, :, :, :length], self.v_cache[i, :, :, :length], mask, self.shape)
 
-        normed = self._layers(self.embed(token), *self.rotary(rope_position), attend)
+        x, delta = self._layers(self.embed(token), *self.rotary(rope_position), attend)
+        normed = self.finish_fn(x, delta, self.norm_final, self.shape.eps)
         if self.linear is F.linear:  # the module itself, hooks included
             return self.lm_head(normed)[:, -1]
         return self.linear(normed, self.lm_head.weight, self.lm_head.bias)[:, -1]
 
-    def _layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend,
-                finish: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """The decoder layers and the final norm over ``x`` [1, n, hidden] (without it, ``finish=False``: the
-        residual stream and the last layer's MLP output); ``attend(i, q, k, v)`` puts layer i's new keys and
-        values into the cache and returns the queries' attention over it."""
+    def _layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                attend) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder layers over ``x`` [1, n, hidden]: the residual stream and the last layer's MLP output, for
+        the caller's final norm (``_finish``); ``attend(i, q, k, v)`` puts layer i's new keys and values into the
+        cache and returns the queries' attention over it."""
         s = self.shape
         cos, sin = cos[None, None], sin[None, None]  # [1, 1, n, head_dim]
         one_token = x.shape[1] == 1
-        before, after, finish_fn = self.one_token_fns if one_token else self.prefill_fns
+        before, after = self.one_token_fns if one_token else self.prefill_fns
         # each layer's last residual add is left to the next layer's norm (and the last one's to the final
         # norm), where compiled code fuses it into the norm's kernel: one kernel less per layer
         delta = torch.zeros_like(x)
@@ -173,7 +175,7 @@ class CompactDecoder(nn.Module):
                 torch._dynamo.mark_dynamic(attn, 2)
             x, delta = after(x, attn, self.o[i].weight, self.o[i].bias, self.norm_post[i],
                              self.gate_up_weight[i], self.down[i].weight, self.down[i].bias, s.eps)
-        return finish_fn(x, delta, self.norm_final, s.eps) if finish else (x, delta)
+        return x, delta
 
     def compile_layers(self) -> None:
         """Compile the per-layer code around attention with torch.compile (inductor fuses the norms, rotary and
@@ -190,9 +192,10 @@ class CompactDecoder(nn.Module):
         dynamo.recompile_limit = max(dynamo.recompile_limit, 256)
         dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4096)
         self.one_token_fns = tuple(torch.compile(fn, fullgraph=True, dynamic=False) for fn in self.one_token_fns)
+        self.finish_fn = torch.compile(_finish, fullgraph=True, dynamic=False)
         # prompts: the two halves of a layer, for any length (marked dynamic); their final norm runs on the rows
         # wanted only, uncompiled (forward)
-        self.prefill_fns = (*(torch.compile(fn, fullgraph=True) for fn in self.prefill_fns[:2]), _finish)
+        self.prefill_fns = tuple(torch.compile(fn, fullgraph=True) for fn in self.prefill_fns)
         self.rotary_fn = torch.compile(_rotary_table, fullgraph=True, dynamic=False)  # one kernel, not ~10
         self.compiled = True
 
