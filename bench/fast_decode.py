@@ -242,8 +242,8 @@ def main() -> None:
                 # and warm-up held only for a while
                 resident = {"resident_after_load_bytes": torch.cuda.memory_allocated()} if args.device.startswith(
                     "cuda") else {}
-                cache = fast.backend.decoder
-                resident["kv_cache_bytes"] = cache.k_cache.nbytes + cache.v_cache.nbytes
+                decoder = fast.backend.decoder
+                resident["kv_cache_bytes"] = decoder.k_cache.nbytes + decoder.v_cache.nbytes
                 report_paths[name] = timed_engine(fast, request, args.new_tokens, args.runs, args.device,
                                                   args.ttft_runs)
                 report_paths[name].update(load_s=load_s, warmup_s=fast.backend.warmup_s, **resident,
