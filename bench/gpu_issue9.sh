@@ -4,7 +4,7 @@
 #   run: OPTASCAN_SOURCE_COMMIT=<sha> bash bench/gpu_issue9.sh checks   (carry: gpu-wheels; + kernel sweeps)
 #   run: OPTASCAN_SOURCE_COMMIT=<sha> bash bench/gpu_issue9.sh qwen2.5-vl-3b      (or -7b, llava-1.5-7b)
 #   (VISION=full: the model cards' vision towers, for a time to first token with a real tower's work in it)
-#   run: OPTASCAN_SOURCE_COMMIT=<sha> bash bench/gpu_issue9.sh unmeasured   (what the last session could not run yet)
+#   run: OPTASCAN_SOURCE_COMMIT=<sha> bash bench/gpu_issue9.sh warmup   (cold warm-ups, fresh processes)
 #
 # Results land in $OUT; copy them to tests/gpu/results/ and bench/results/ with the device name and date.
 # check_fast's JSON-schema part needs xgrammar, which the device lacks: download its wheels for Python 3.12
@@ -33,14 +33,13 @@ if [ "$stage" = checks ]; then
     echo "gemv_sweep rc=$?"
     exit 0
 fi
-if [ "$stage" = unmeasured ]; then  # what the last session changed but could not run on a GPU yet (one call):
-    # the prompt pass's fewer compiled graphs (6968a25, 7374ab7) -> cold warm-ups; then run `checks` and the
-    # three sizes (VISION=full VARIANTS=fast) for the table
-    timeout 230 python3 bench/fast_warmup.py --size qwen2.5-vl-3b --vision full --settings default,worker_pool \
-        --second-load --decode-runs 2 --out "$out/fast_warmup-qwen2.5-vl-3b.json" 2>&1 | grep -E "^(default|worker)" | cut -c1-400
+if [ "$stage" = warmup ]; then  # cold warm-ups (empty compile caches) of the three sizes, with the early compile;
+    # the 3B also without it, side by side
+    timeout 200 python3 bench/fast_warmup.py --size qwen2.5-vl-3b --vision full --settings default,no_early_compile \
+        --decode-runs 1 --out "$out/fast_warmup-qwen2.5-vl-3b.json" 2>&1 | grep -E "^(default|no_)" | cut -c1-600
     for size in qwen2.5-vl-7b llava-1.5-7b; do
-        timeout 150 python3 bench/fast_warmup.py --size $size --vision full --settings default --decode-runs 2 \
-            --out "$out/fast_warmup-$size.json" 2>&1 | grep -E "^default" | cut -c1-400
+        timeout 150 python3 bench/fast_warmup.py --size $size --vision full --settings default --decode-runs 1 \
+            --out "$out/fast_warmup-$size.json" 2>&1 | grep -E "^default" | cut -c1-600
     done
     exit 0
 fi
