@@ -10,8 +10,9 @@ run, which compiles it, its other buckets, its graph capture; the same for the d
 compile-time table. Settings (``--settings``, run in that order: the first also pays for cold imports and disk
 caches): ``default`` (since 2026-11-26 the engine builds torch.compile's kernels in its own process, one after
 another, and since 2026-11-26's second session it compiles a one-layer stand-in in a second process while the
-weights load: early_compile.py); ``no_early_compile`` (without that second process);  ``worker_pool`` (inductor's
-pool of compile workers, as torch does by default). The warm-up counts from the end of the weights' load to ready,
+weights load: early_compile.py); ``no_early_compile`` (without that second process); ``early_compile_alone``
+(that process alone, no load beside it); ``worker_pool`` (inductor's pool of compile workers, as torch does by
+default). The warm-up counts from the end of the weights' load to ready,
 any wait for the second process included; ``load_s`` + ``warmup_s`` is the time to ready. ``--second-load`` adds,
 after each, a load with the caches it left (every later load on that machine).
 Measured: serial 13.8 s against the pool's 15.7 s (source 572053f), 12.4 s against 14.0 s (cc91937;
@@ -37,11 +38,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SETTINGS = {"default": {}, "no_early_compile": {"OPTASCAN_FAST_EARLY_COMPILE": "0"},
+            "early_compile_alone": {"OPTASCAN_BENCH_EARLY_COMPILE_ALONE": "1"},
             "worker_pool": {"TORCHINDUCTOR_COMPILE_THREADS": str(min(32, os.cpu_count() or 1))}}
 
 
 def child(path: str, device: str, decode_runs: int) -> None:
     import torch
+
+    if os.environ.get("OPTASCAN_BENCH_EARLY_COMPILE_ALONE") == "1":  # the second process alone, no load beside it
+        from optascan.engine.backends.fast.early_compile import EarlyCompile
+
+        print(json.dumps(EarlyCompile(path, device, "bfloat16", 8192).finish()))
+        return
 
     import optascan
     from bench.inputs import menu_request

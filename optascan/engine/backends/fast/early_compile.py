@@ -51,7 +51,8 @@ class EarlyCompile:
     """The compiling process, started at once; ``finish`` waits for it and says how it went."""
 
     def __init__(self, path: str | Path, device: str, dtype: str, cache_tokens: int) -> None:
-        spec = {"path": str(path), "device": device, "dtype": dtype, "cache_tokens": cache_tokens}
+        spec = {"path": str(path), "device": device, "dtype": dtype, "cache_tokens": cache_tokens,
+                "started": time.time()}
         self._log = tempfile.TemporaryFile()
         package_root = str(Path(__file__).resolve().parents[4])  # where `import optascan` finds this copy
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
@@ -64,15 +65,17 @@ class EarlyCompile:
         start = time.perf_counter()
         try:
             code = self.process.wait(timeout)
-            outcome = "done" if code == 0 else f"failed (exit {code}): {self._tail()}"
+            outcome = "done" if code == 0 else f"failed (exit {code}): {self._tail()[-600:]}"
+            parts = _last_json(self._tail()) if code == 0 else {}
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            outcome = f"stopped after waiting {timeout:.0f} s"
+            outcome, parts = f"stopped after waiting {timeout:.0f} s", {}
         finally:
             self._log.close()
         return {"early_compile": outcome, "early_compile_wait_s": time.perf_counter() - start,
-                "early_compile_total_s": time.perf_counter() - self.started}
+                "early_compile_total_s": time.perf_counter() - self.started,
+                **{f"early_compile_{k}": v for k, v in parts.items()}}
 
     def cancel(self) -> None:
         """Stop it (the load failed)."""
@@ -82,7 +85,7 @@ class EarlyCompile:
 
     def _tail(self) -> str:
         self._log.seek(0)
-        return self._log.read().decode(errors="replace")[-600:].strip()
+        return self._log.read().decode(errors="replace").strip()
 
 
 def stand_in(path: str | Path, device: str, dtype: Any, cache_tokens: int) -> Any:
@@ -141,14 +144,32 @@ def warm_decoder(decoder: Any, device: str, compile_step: bool) -> tuple[Any, An
     return prefill_graphs, DecodeLoop(decoder, device)
 
 
-def main(argv: list[str]) -> None:
-    import torch
+def _last_json(log: str) -> dict[str, Any]:
+    lines = [line for line in log.splitlines() if line.startswith("{")]
+    try:
+        return json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        return {}
 
+
+def main(argv: list[str]) -> None:
+    """Build the stand-in and warm it up; the last line printed says when each part ended (seconds since the
+    launch), for the warm-up report."""
     spec = json.loads(argv[0])
+    marks = {"started_s": time.time() - spec["started"]}
+    import torch
+    import transformers  # noqa: F401  (its import, timed here, is a good part of this process's start)
+
+    marks["imported_s"] = time.time() - spec["started"]
+
     decoder = stand_in(spec["path"], spec["device"], getattr(torch, spec["dtype"]), spec["cache_tokens"])
+    marks["built_s"] = time.time() - spec["started"]
     decoder.compile_layers()
     with compiling_in_process():
-        warm_decoder(decoder, spec["device"], compile_step=True)
+        prefill_graphs, decode_loop = warm_decoder(decoder, spec["device"], compile_step=True)
+    marks["warmed_s"] = time.time() - spec["started"]
+    parts = {**getattr(prefill_graphs, "warmup_parts", {}), **decode_loop.warmup_parts}
+    print(json.dumps({**marks, **{f"warm_{k}": v for k, v in parts.items()}}), flush=True)
 
 
 if __name__ == "__main__":
