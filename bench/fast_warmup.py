@@ -9,18 +9,18 @@ on a new machine sees): the warm-up's total, its parts (``FastBackend.warmup_par
 run, which compiles it, its other buckets, its graph capture; the same for the decode step) and dynamo's own
 compile-time table. Settings (``--settings``, run in that order: the first also pays for cold imports and disk
 caches): ``default`` (since 2026-11-26 the engine builds torch.compile's kernels in its own process, one after
-another, and since 2026-11-26's second session it compiles a one-layer stand-in in a second process while the
-weights load: early_compile.py); ``no_early_compile`` (without that second process); ``early_compile_alone``
-(that process alone, no load beside it); ``worker_pool`` (inductor's pool of compile workers, as torch does by
-default). The warm-up counts from the end of the weights' load to ready,
-any wait for the second process included; ``load_s`` + ``warmup_s`` is the time to ready. ``--second-load`` adds,
+another); ``worker_pool`` (inductor's pool of compile workers, as torch does by default). ``--second-load`` adds,
 after each, a load with the caches it left (every later load on that machine).
 Measured: serial 13.8 s against the pool's 15.7 s (source 572053f), 12.4 s against 14.0 s (cc91937;
 bench/results/fast_warmup-h100-qwen2.5-vl-3b-*). Tried and dropped: starting the worker pool before the weights
 load (compiling in parallel from the first graph): 18.8 s; compiling a two-layer stand-in decoder on a side thread
 while the weights load (1004ea6, reverted): the warm-up found every graph compiled, but the side thread took
 19.5 s next to the load (GIL-bound) against ~10 s alone, so the warm-up was 17.2 s against 17.3 s without it and
-load + warm-up 35.9 s against 33.7 s (…-at-1004ea6-early-compile.json).
+load + warm-up 35.9 s against 33.7 s (…-at-1004ea6-early-compile.json); the same stand-in (one layer, built by
+transformers from the config) compiled in a second process started before the weights load (fbed6f7, 4f09410,
+reverted): the load found every graph in the cache, but that process took 25-36 s (4-6 s of imports, 6 s to build,
+12-16 s to warm up, 2-5 s to exit) against a 9-12 s load, so the warm-up after the load was 30-44 s
+(…-at-fbed6f7-early-compile.json, …-at-4f09410-early-compile-alone.json).
 """
 
 from __future__ import annotations
@@ -37,19 +37,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SETTINGS = {"default": {}, "no_early_compile": {"OPTASCAN_FAST_EARLY_COMPILE": "0"},
-            "early_compile_alone": {"OPTASCAN_BENCH_EARLY_COMPILE_ALONE": "1"},
+SETTINGS = {"default": {},
             "worker_pool": {"TORCHINDUCTOR_COMPILE_THREADS": str(min(32, os.cpu_count() or 1))}}
 
 
 def child(path: str, device: str, decode_runs: int) -> None:
     import torch
-
-    if os.environ.get("OPTASCAN_BENCH_EARLY_COMPILE_ALONE") == "1":  # the second process alone, no load beside it
-        from optascan.engine.backends.fast.early_compile import EarlyCompile
-
-        print(json.dumps(EarlyCompile(path, device, "bfloat16", 8192).finish()))
-        return
 
     import optascan
     from bench.inputs import menu_request

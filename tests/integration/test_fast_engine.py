@@ -391,7 +391,7 @@ def test_warm_up_builds_compiled_kernels_in_process_unless_the_user_chose(monkey
     bench/fast_warmup.py), only while it warms up, and leaves TORCHINDUCTOR_COMPILE_THREADS to decide where set."""
     from torch._inductor import config
 
-    from optascan.engine.backends.fast.early_compile import compiling_in_process
+    from optascan.engine.backends.fast.backend import compiling_in_process
 
     monkeypatch.delenv("TORCHINDUCTOR_COMPILE_THREADS", raising=False)
     with config.patch(compile_threads=8):  # torch's config module restores itself (monkeypatch would break it)

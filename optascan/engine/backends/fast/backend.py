@@ -19,9 +19,10 @@ tool (9 of 9 passed on an H100: tests/gpu/results/fast_checks-h100-2026-11-26-at
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,10 @@ import torch
 from ....errors import ModelLoadError
 from ...cancel import CancelToken, check
 from ...choice import FAST_FAMILIES
-from .. import torch_device
 from ..base import OnToken, Prepared, Sampling
 from ..hf import HFBackend
 from ..torch_sampling import choose_token, sampling_tensors
 from .decoder import CompactDecoder, build_from
-from .early_compile import compiling_in_process, start_if_useful, warm_decoder
 from .graphs import DecodeLoop
 from .prefill import PrefillGraphs
 from .vision import fuse_rms_norms, pad_mlp_widths, use_packed_attention
@@ -59,26 +58,7 @@ class FastBackend(HFBackend):
 
     def __init__(self, path: str | Path, *, device: str = "auto", dtype: str | None = None,
                  memory_fraction: float = 0.9, cache_tokens: int = 8192, compile_step: bool | None = None) -> None:
-        chosen = torch_device.choose_device(device)
-        # torch.compile of the one-token step: on by default on CUDA (1.3x the decode speed on an H100, 1.5x on
-        # an H200 with our attention kernel, for 0.5-2.5 s more warm-up: bench/results/fast_decode-h*.json); off
-        # elsewhere, where compiling costs more than it gains. OPTASCAN_FAST_COMPILE=1 or 0 overrides.
-        if compile_step is None:
-            flag = os.environ.get("OPTASCAN_FAST_COMPILE")
-            compile_step = flag == "1" if flag in ("0", "1") else chosen.startswith("cuda")
-        # the compiling starts now, in a process of its own, while the weights load (early_compile.py)
-        early = None
-        if _model_type(path) in FAST_FAMILIES:
-            dtype_name = str(torch_device.choose_dtype(chosen, dtype)).removeprefix("torch.")
-            early = start_if_useful(path, chosen, dtype_name, cache_tokens, compile_step)
-        try:
-            super().__init__(path, device=device, dtype=dtype, memory_fraction=memory_fraction)
-        except BaseException:
-            if early is not None:
-                early.cancel()
-            raise
-        loaded = time.perf_counter()  # the warm-up counts from here: all that is left between the load and ready
-        early_report = early.finish() if early is not None else {}
+        super().__init__(path, device=device, dtype=dtype, memory_fraction=memory_fraction)
         if self.model_type not in FAST_FAMILIES:
             raise ModelLoadError(f"the fast engine does not support {self.model_type!r} models yet",
                                  hint="use engine='hf' (or 'auto', which falls back to it)")
@@ -101,24 +81,35 @@ class FastBackend(HFBackend):
         self.context_length = self.cache_tokens
         self.decoder: CompactDecoder = build_from(self.language_model, self.model.lm_head, text_config,
                                                   max_tokens=self.cache_tokens)
+        # torch.compile of the one-token step: on by default on CUDA (1.3x the decode speed on an H100, 1.5x on
+        # an H200 with our attention kernel, for 0.5-2.5 s more warm-up: bench/results/fast_decode-h*.json); off
+        # elsewhere, where compiling costs more than it gains. OPTASCAN_FAST_COMPILE=1 or 0 overrides.
+        if compile_step is None:
+            flag = os.environ.get("OPTASCAN_FAST_COMPILE")
+            compile_step = flag == "1" if flag in ("0", "1") else self.device.startswith("cuda")
         if compile_step:
             self.decoder.compile_layers()
         self._capturing = False
         self.language_model.register_forward_pre_hook(self._capture, with_kwargs=True)
+        start = time.perf_counter()
         with compiling_in_process():
             self._warm_up(compile_step)
-        self.warmup_s = time.perf_counter() - loaded
+        self.warmup_s = time.perf_counter() - start
         # where the warm-up went (the benchmark reports it): compiling shows in each first run
-        self.warmup_parts = {**early_report,
-                             **{f"prefill_{k}": v for k, v in getattr(self.prefill_graphs, "warmup_parts", {}).items()},
+        self.warmup_parts = {**{f"prefill_{k}": v for k, v in getattr(self.prefill_graphs, "warmup_parts", {}).items()},
                              **{f"decode_{k}": v for k, v in self.decode_loop.warmup_parts.items()},
                              **getattr(self.vision_graph, "warmup_parts", {})}
 
     def _warm_up(self, compile_step: bool) -> None:
         """Everything that compiles or captures, at load: the prompt's graphs, the decode loop's, LLaVA's tower."""
-        self.prefill_graphs: PrefillGraphs | None
-        self.decode_loop: DecodeLoop
-        self.prefill_graphs, self.decode_loop = warm_decoder(self.decoder, self.device, compile_step)
+        # the prompt's pass: CUDA graphs per length bucket on CUDA (OPTASCAN_FAST_PREFILL_GRAPHS=0: eager, for
+        # comparison), captured at load with any compiling, not in the first request's time to first token
+        self.prefill_graphs: PrefillGraphs | None = None
+        if self.device.startswith("cuda") and os.environ.get("OPTASCAN_FAST_PREFILL_GRAPHS") != "0":
+            self.prefill_graphs = PrefillGraphs(self.decoder, self.device)
+        elif compile_step:
+            self._warm_prefill()
+        self.decode_loop = DecodeLoop(self.decoder, self.device)  # CUDA graph capture happens here, at load
         # LLaVA's CLIP tower (one input shape) as a CUDA graph: 12 → 3 ms of an H100's time to first token
         # (vision_graph.py); OPTASCAN_FAST_VISION_GRAPH=0 keeps it eager, for comparison
         self.vision_graph: GraphedTower | None = None
@@ -140,6 +131,14 @@ class FastBackend(HFBackend):
         prepared = self.prepare(to_conversation(Request(prompt="warm-up", images=[image])), [image])
         with torch.inference_mode():
             self._prefill_inputs(prepared.inputs)
+
+    def _warm_prefill(self) -> None:
+        """A 16-token prefill of zeros (its cache slots are overwritten by the next prompt's)."""
+        decoder = self.decoder
+        with torch.inference_mode():
+            embeds = torch.zeros(1, 16, decoder.embed.weight.shape[1], dtype=decoder.k_cache.dtype,
+                                 device=decoder.k_cache.device)
+            decoder(embeds, 0, *decoder.rotary(decoder.prompt_positions(16)))
 
     # --- generation ------------------------------------------------------------------------------------
     def generate(self, prepared: Prepared, sampling: Sampling, cancel: CancelToken, on_token: OnToken) -> None:
@@ -264,10 +263,17 @@ class FastBackend(HFBackend):
         return embeds, positions
 
 
-def _model_type(path: str | Path) -> str | None:
-    """The checkpoint's model type from its config.json, before anything loads (None where unreadable: the load
-    then says what is wrong)."""
-    try:
-        return json.loads((Path(path) / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None
+@contextlib.contextmanager
+def compiling_in_process() -> Iterator[None]:
+    """torch.compile's kernels built in this process one after another, not in inductor's worker pool: a cold
+    warm-up took 12.4 s that way against 14.0 s with the pool on one H100 host, 13.8 against 15.7 s on another
+    (bench/results/fast_warmup-h100-qwen2.5-vl-3b-*): the pool's start-up and hand-offs cost more than parallel
+    builds of a few dozen small kernels save. Only around our warm-up; TORCHINDUCTOR_COMPILE_THREADS, where set,
+    is left to decide."""
+    if "TORCHINDUCTOR_COMPILE_THREADS" in os.environ:
+        yield
+        return
+    from torch._inductor import config
+
+    with config.patch(compile_threads=1):
+        yield
