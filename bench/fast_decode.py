@@ -64,17 +64,19 @@ def bandwidth() -> float:
         return H100_BANDWIDTH
     name = torch.cuda.get_device_name(0)
     return next((value for part, value in BANDWIDTH.items() if part in name), H100_BANDWIDTH)
-# the fast engine as it loads by default (on CUDA: one-token step compiled, our Triton decode attention and
-# projections, Qwen2-VL vision attention packed, LLaVA's vision tower graphed, prefill graphs), and with one of
-# them switched off, to show what each is worth
+# the fast engine as it loads by default (on CUDA: our Triton decode attention, projections and elementwise
+# kernels, nothing compiled; Qwen2-VL vision attention packed, LLaVA's vision tower graphed, prefill graphs), and
+# with one of them switched off (fast_inductor: torch.compile's kernels for the elementwise work), to show what each
+# is worth
 VARIANTS = {"fast": {}, "fast_cublas_projections": {"OPTASCAN_FAST_GEMV": "torch"},
             "fast_sdpa_attention": {"OPTASCAN_FAST_ATTENTION": "sdpa"},
-            "fast_uncompiled": {"OPTASCAN_FAST_COMPILE": "0"},
+            "fast_uncompiled": {"OPTASCAN_FAST_COMPILE": "0", "OPTASCAN_FAST_ELEMENTWISE": "torch"},
+            "fast_inductor": {"OPTASCAN_FAST_COMPILE": "1"},  # inductor's elementwise kernels, not ours
             "fast_looped_vision": {"OPTASCAN_FAST_VISION": "loop"},
             "fast_eager_vision": {"OPTASCAN_FAST_VISION_GRAPH": "0"},
             "fast_eager_prefill": {"OPTASCAN_FAST_PREFILL_GRAPHS": "0"}}
-SWITCHES = ("OPTASCAN_FAST_COMPILE", "OPTASCAN_FAST_ATTENTION", "OPTASCAN_FAST_GEMV", "OPTASCAN_FAST_VISION",
-            "OPTASCAN_FAST_VISION_GRAPH", "OPTASCAN_FAST_PREFILL_GRAPHS")
+SWITCHES = ("OPTASCAN_FAST_COMPILE", "OPTASCAN_FAST_ELEMENTWISE", "OPTASCAN_FAST_ATTENTION", "OPTASCAN_FAST_GEMV",
+            "OPTASCAN_FAST_VISION", "OPTASCAN_FAST_VISION_GRAPH", "OPTASCAN_FAST_PREFILL_GRAPHS")
 
 
 def use_variant(name: str) -> None:

@@ -33,11 +33,8 @@ if [ "$stage" = checks ]; then
     echo "gemv_sweep rc=$?"
     exit 0
 fi
-if [ "$stage" = warmup ]; then  # cold warm-ups (empty compile caches) of the three sizes, with the early compile;
-    # the 3B also without it, side by side
-    timeout 200 python3 bench/fast_warmup.py --size qwen2.5-vl-3b --vision full --settings default,no_early_compile \
-        --decode-runs 1 --out "$out/fast_warmup-qwen2.5-vl-3b.json" 2>&1 | grep -E "^(default|no_)" | cut -c1-600
-    for size in qwen2.5-vl-7b llava-1.5-7b; do
+if [ "$stage" = warmup ]; then  # cold warm-ups (empty compile and Triton caches) of the three sizes, fresh processes
+    for size in qwen2.5-vl-3b qwen2.5-vl-7b llava-1.5-7b; do
         timeout 150 python3 bench/fast_warmup.py --size $size --vision full --settings default --decode-runs 1 \
             --out "$out/fast_warmup-$size.json" 2>&1 | grep -E "^default" | cut -c1-600
     done

@@ -111,8 +111,8 @@ def random_decoder(c: dict, max_tokens: int) -> CompactDecoder:
 def whole_prefill(decoder: CompactDecoder, tokens: int, impl: str) -> dict:
     set_blas(impl)
     fns = (decoder.prefill_fns if impl != "max_autotune" else
-           tuple(torch.compile(fn._torchdynamo_orig_callable, fullgraph=True, mode="max-autotune-no-cudagraphs")
-                 for fn in decoder.prefill_fns))
+           tuple(torch.compile(getattr(fn, "_torchdynamo_orig_callable", fn), fullgraph=True,
+                               mode="max-autotune-no-cudagraphs") for fn in decoder.prefill_fns))
     saved, decoder.prefill_fns = decoder.prefill_fns, fns
     embeds = torch.randn(1, tokens, decoder.shape.hidden, dtype=DTYPE, device="cuda") * 0.02
     cos, sin = decoder.rotary(decoder.prompt_positions(tokens))

@@ -7,10 +7,10 @@ Checks, on every family the fast engine supports (tiny checkpoints, bf16 on CUDA
 transformers engine for 64 tokens, or a first divergence that is a bf16 tie (the two tokens' logits within two
 bf16 spacings in transformers' own recomputed logits, or within its own drift: optascan.testing.agreement); the
 captured-graph loop stops at EOS without leaking the extra step (the demo model's answers); cancel within one
-step; warm-up ≤ 15 s at load, with the step compiled and our decode-attention and projection kernels (the CUDA
-default), which are also checked against SDPA and float32 matmuls in bf16; the Qwen2-VL-family packed vision
-attention against transformers' window loop; LLaVA's graphed vision tower (the CUDA default) against the eager one. The
-JSON-schema part needs xgrammar (carry its wheels: see docs in README).
+step; warm-up ≤ 15 s at load, with nothing compiled and our decode-attention, projection and elementwise kernels
+(the CUDA default), which are also checked against SDPA, float32 matmuls and torch's eager code in bf16; the
+Qwen2-VL-family packed vision attention against transformers' window loop; LLaVA's graphed vision tower (the CUDA
+default) against the eager one. The JSON-schema part needs xgrammar (carry its wheels: see docs in README).
 """
 
 from __future__ import annotations
@@ -77,12 +77,12 @@ def check_cancel_within_one_step(record, device):
     assert result.finish_reason.value == "cancelled" and result.usage.completion_tokens <= 23
 
 
-def check_default_step_is_compiled_with_kernel_attention(record, device):
-    """As the engine loads by default on CUDA: the one-token step compiled, our Triton decode attention and
-    projections;
-    compile + capture at load ≤ 15 s (a cold inductor compile on a fresh machine), transformers' tokens."""
+def check_default_step_uses_our_kernels(record, device):
+    """As the engine loads by default on CUDA: nothing compiled, our Triton decode attention, projections and
+    elementwise kernels; load's warm-up (captures, the kernels' first builds) ≤ 15 s, transformers' tokens."""
     import torch.nn.functional as F
 
+    from optascan.engine.backends.fast import elementwise
     from optascan.testing.agreement import first_divergence, greedy_ids
 
     path = build_tiny_checkpoint("qwen2_vl", ROOT / "qwen2_vl", text_size="small")
@@ -91,11 +91,13 @@ def check_default_step_is_compiled_with_kernel_attention(record, device):
         prepared, expected = greedy_ids(hf, request, 64)
     with optascan.load(path, device=device, engine="fast") as fast:
         record["compiled"] = fast.backend.decoder.compiled
+        record["kernel_elementwise"] = fast.backend.decoder.ops is elementwise.TRITON
         record["kernel_attention"] = fast.backend.decoder.kernel_attention
         record["kernel_projections"] = fast.backend.decoder.linear is not F.linear
         record["warmup_s"] = fast.backend.warmup_s
         record["agreement"] = first_divergence(fast, prepared, expected, greedy_ids(fast, request, 64)[1])
-    assert record["compiled"] and record["kernel_attention"] and record["kernel_projections"]
+    assert not record["compiled"] and record["kernel_elementwise"]
+    assert record["kernel_attention"] and record["kernel_projections"]
     assert record["warmup_s"] <= 15
     assert not record["agreement"]["diverged"] or record["agreement"]["tie"], record["agreement"]
 
@@ -126,6 +128,45 @@ def check_decode_attention_kernel_in_bf16(record, device):
             worst = max(worst, (out.float() - ref).abs().max().item())
     record["max_abs_error"] = worst
     assert worst < 2e-2  # bf16 output: ~3 significant digits of values of order 1
+
+
+def check_elementwise_kernels_in_bf16(record, device):
+    """Our norm, rotary-table, rotary and SiLU-gate kernels against torch's eager code in bf16 (the CPU tests run
+    them in float32 and float16 through Triton's interpreter), on the benchmark models' sizes: each rounds as torch
+    rounds, so they may differ by a bf16 step only where the float32 sum or cosine does."""
+    import torch
+
+    from optascan.engine.backends.fast import elementwise as ew
+
+    torch.manual_seed(0)
+    bf16 = torch.bfloat16
+    worst, differing, total = 0.0, 0, 0
+
+    def compare(ours, theirs):
+        nonlocal worst, differing, total
+        for a, b in zip(ours, theirs, strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            worst = max(worst, ((a.float() - b.float()).abs().max() / b.float().abs().max()).item())
+            differing += int((a != b).sum())
+            total += b.numel()
+
+    for hidden, heads, inner in ((2048, 18, 11008), (3584, 32, 18944), (4096, 64, 11008)):
+        for rows in (1, 640):
+            x, delta = (torch.randn(1, rows, hidden, device=device, dtype=bf16) for _ in range(2))
+            weight = torch.randn(hidden, device=device, dtype=bf16)
+            compare(ew.TRITON.add_rms_norm(x, delta, weight, 1e-6), ew.TORCH.add_rms_norm(x, delta, weight, 1e-6))
+            inv_freq = 1.0 / (1e6 ** (torch.arange(0, 128, 2, device=device).float() / 128))
+            for sections in (None, (16, 24, 24)):
+                streams = ew.rope_streams(sections, 64, device)
+                positions = torch.randint(0, 8192, (3, rows) if sections else (rows,), device=device)
+                cos, sin = ew.TORCH.rotary_table(positions, inv_freq, 1.0, streams, bf16)
+                compare(ew.TRITON.rotary_table(positions, inv_freq, 1.0, streams, bf16), (cos, sin))
+                qkv = torch.randn(1, rows, (heads + 4) * 128, device=device, dtype=bf16)
+                compare([ew.TRITON.rope(qkv, cos, sin, heads, 128)], [ew.TORCH.rope(qkv, cos, sin, heads, 128)])
+            gate_up = torch.randn(1, rows, 2 * inner, device=device, dtype=bf16)
+            compare([ew.TRITON.silu_mul(gate_up)], [ew.TORCH.silu_mul(gate_up)])
+    record["max_relative_error"], record["differing_fraction"] = worst, differing / total
+    assert worst < 1e-2 and differing / total < 1e-3
 
 
 def check_fp32_graphs_match_transformers_greedy_and_seeded(record, device):
@@ -252,7 +293,7 @@ def check_llava_vision_graph(record, device):
 
 CHECKS = [check_greedy_matches_transformers, check_fp32_graphs_match_transformers_greedy_and_seeded,
           check_demo_answers_stop_at_eos, check_cancel_within_one_step,
-          check_default_step_is_compiled_with_kernel_attention, check_decode_attention_kernel_in_bf16,
+          check_default_step_uses_our_kernels, check_elementwise_kernels_in_bf16, check_decode_attention_kernel_in_bf16,
           check_projection_kernel_in_bf16, check_packed_vision_attention_in_bf16, check_llava_vision_graph]
 
 

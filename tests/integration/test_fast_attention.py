@@ -1,7 +1,7 @@
-"""The fast engine's Triton kernels — decode attention, and the one-row projections (gemv) — run
-here through Triton's interpreter (TRITON_INTERPRET=1, in a child process: the variable must be set before
-Triton is imported). bf16 is checked on the GPU
-(tests/gpu/check_fast.py): the interpreter's bf16 dot product is wrong even for Triton's own example."""
+"""The fast engine's Triton kernels — decode attention, the one-row projections (gemv), the elementwise work
+(norm, rotary, SiLU gate) — run here through Triton's interpreter (TRITON_INTERPRET=1, in a child process: the
+variable must be set before Triton is imported). bf16 is checked on the GPU (tests/gpu/check_fast.py): the
+interpreter's bf16 dot product is wrong even for Triton's own example."""
 
 from __future__ import annotations
 
@@ -84,6 +84,42 @@ GEMV_CASES = textwrap.dedent("""
     print(json.dumps(results))
 """)
 
+ELEMENTWISE_CASES = textwrap.dedent("""
+    import json, torch
+    from optascan.engine.backends.fast import elementwise as ew
+    torch.manual_seed(0)
+    results = []
+
+    def error(a, b):
+        return max((x.float() - y.float()).abs().max().item() for x, y in zip(a, b, strict=True))
+
+    # a hidden size that is no power of two; fp16 rounds as torch rounds, so it must match exactly too
+    for dtype in (torch.float32, torch.float16):
+        x, delta = torch.randn(1, 5, 96, dtype=dtype), torch.randn(1, 5, 96, dtype=dtype)
+        weight = torch.randn(96, dtype=dtype)
+        results.append({"case": ["add_rms_norm", str(dtype)], "error": error(
+            ew.TRITON.add_rms_norm(x, delta, weight, 1e-6), ew.TORCH.add_rms_norm(x, delta, weight, 1e-6))})
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, 16, 2).float() / 16))
+        # plain RoPE; M-RoPE's three streams, also as an expanded view (a text prompt's: stride 0) and for one
+        # token (a decode step's [1]); positions up to thousands of radians
+        for sections, positions in [(None, torch.arange(5) * 997), ((2, 3, 3), torch.randint(0, 5000, (3, 5))),
+                                    ((2, 3, 3), torch.arange(5).expand(3, 5)), ((2, 3, 3), torch.tensor([4321]))]:
+            streams = ew.rope_streams(sections, 8, "cpu")
+            ours = ew.TRITON.rotary_table(positions, inv_freq, 1.0, streams, dtype)
+            theirs = ew.TORCH.rotary_table(positions, inv_freq, 1.0, streams, dtype)
+            results.append({"case": ["rotary_table", str(sections), list(positions.shape), str(dtype)],
+                            "error": error(ours, theirs), "shape_ok": ours[0].shape == theirs[0].shape})
+        qkv = torch.randn(1, 5, 7 * 16, dtype=dtype)  # 4 rotated heads of 16, then 3 more (values)
+        cos, sin = ew.TORCH.rotary_table(torch.arange(5) * 31, inv_freq, 1.0, ew.rope_streams(None, 8, "cpu"), dtype)
+        ours, theirs = ew.TRITON.rope(qkv, cos, sin, 4, 16), ew.TORCH.rope(qkv, cos, sin, 4, 16)
+        results.append({"case": ["rope", str(dtype)], "error": error([ours], [theirs]),
+                        "shape_ok": ours.shape == theirs.shape == (1, 4, 5, 16)})
+        gate_up = torch.randn(1, 5, 2 * 1500, dtype=dtype)  # more than one block of columns
+        results.append({"case": ["silu_mul", str(dtype)],
+                        "error": error([ew.TRITON.silu_mul(gate_up)], [ew.TORCH.silu_mul(gate_up)])})
+    print(json.dumps(results))
+""")
+
 ENGINE_CASE = textwrap.dedent("""
     import json, sys, torch
     import optascan
@@ -97,6 +133,8 @@ ENGINE_CASE = textwrap.dedent("""
         decoder = fast.backend.decoder
         kernel_on = decoder.kernel_attention
         gemv_on = decoder.linear is not torch.nn.functional.linear
+        from optascan.engine.backends.fast import elementwise
+        elementwise_on = decoder.ops is elementwise.TRITON
         _, ours = greedy_ids(fast, request, 24)
         # one step's logits by the kernel and by SDPA, at the same cache contents
         args = (torch.tensor([[7]]), torch.tensor([40]), torch.tensor([45]))
@@ -104,7 +142,8 @@ ENGINE_CASE = textwrap.dedent("""
             kernel = decoder.step(*args, 256)
             decoder.kernel_attention = False
             sdpa = decoder.step(*args, 256)
-    print(json.dumps({"kernel_attention_on": kernel_on, "gemv_on": gemv_on, "equal": reference == ours,
+    print(json.dumps({"kernel_attention_on": kernel_on, "gemv_on": gemv_on, "elementwise_on": elementwise_on,
+                      "equal": reference == ours,
                       "tokens": len(ours), "logits_error": (kernel - sdpa).abs().max().item()}))
 """)
 
@@ -131,10 +170,20 @@ def test_the_gemv_kernel_equals_a_float32_matmul():
         assert result["error"] < (2e-2 if "float16" in str(result["case"]) else 1e-4), result
 
 
-@pytest.mark.parametrize("gemv", ["", "triton"], ids=["torch-gemv", "triton-gemv"])
+def test_the_elementwise_kernels_equal_torchs_code():
+    # float32 to a rounding step (the norm's sum runs in another order), float16 exactly: each product and sum
+    # rounded as torch rounds it
+    for result in _run(ELEMENTWISE_CASES):
+        assert result.get("shape_ok", True), result
+        assert result["error"] <= (1e-6 if "float32" in str(result["case"]) else 0.0), result
+
+
+@pytest.mark.parametrize("kernels", ["", "triton"], ids=["torch-gemv-and-elementwise", "triton-gemv-and-elementwise"])
 @pytest.mark.parametrize("family", ["qwen2_vl", "llava"])
-def test_the_fast_engine_with_the_kernels_gives_transformers_tokens(tiny_dir, family, gemv):
-    result = _run(ENGINE_CASE, family, str(tiny_dir(family)), OPTASCAN_FAST_GEMV=gemv)
-    assert result["kernel_attention_on"] and result["gemv_on"] == (gemv == "triton"), result
+def test_the_fast_engine_with_the_kernels_gives_transformers_tokens(tiny_dir, family, kernels):
+    result = _run(ENGINE_CASE, family, str(tiny_dir(family)), OPTASCAN_FAST_GEMV=kernels,
+                  OPTASCAN_FAST_ELEMENTWISE=kernels)
+    assert result["kernel_attention_on"] and result["gemv_on"] == (kernels == "triton"), result
+    assert result["elementwise_on"] == (kernels == "triton"), result
     assert result["equal"] and result["tokens"] == 24, result
     assert result["logits_error"] < 1e-4, result

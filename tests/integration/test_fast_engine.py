@@ -8,7 +8,7 @@ from PIL import Image
 
 import optascan
 from optascan import CancelToken, FinishReason, InvalidRequest
-from optascan.engine.backends.fast import decoder as decoder_module
+from optascan.engine.backends.fast import elementwise
 from optascan.testing.agreement import with_generated
 
 FAMILIES = ["llava", "qwen2_vl", "qwen2_5_vl", "idefics3", "llama_text"]
@@ -269,9 +269,7 @@ def test_the_compiled_one_token_step_gives_the_same_logits_and_tokens(tiny_dir, 
             decoder.v_cache.normal_()
             args = (torch.tensor([[5]]), torch.tensor([40]), torch.tensor([47]))
             compiled = decoder.step(*args, 256)
-            decoder.one_token_fns = (decoder_module._before_attention, decoder_module._after_attention)
-            decoder.finish_fn = decoder_module._finish  # plain: F.linear, uncompiled
-            decoder.rotary_fn = decoder_module._rotary_table
+            decoder._use(elementwise.TORCH)  # plain: F.linear, torch's elementwise code, uncompiled
             plain = decoder.step(*args, 256)
         assert torch.allclose(compiled, plain, atol=1e-5, rtol=1e-5)
     finally:

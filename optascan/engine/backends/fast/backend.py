@@ -34,6 +34,7 @@ from ...choice import FAST_FAMILIES
 from ..base import OnToken, Prepared, Sampling
 from ..hf import HFBackend
 from ..torch_sampling import choose_token, sampling_tensors
+from . import elementwise
 from .decoder import CompactDecoder, build_from
 from .graphs import DecodeLoop
 from .prefill import PrefillGraphs
@@ -81,12 +82,14 @@ class FastBackend(HFBackend):
         self.context_length = self.cache_tokens
         self.decoder: CompactDecoder = build_from(self.language_model, self.model.lm_head, text_config,
                                                   max_tokens=self.cache_tokens)
-        # torch.compile of the one-token step: on by default on CUDA (1.3x the decode speed on an H100, 1.5x on
-        # an H200 with our attention kernel, for 0.5-2.5 s more warm-up: bench/results/fast_decode-h*.json); off
-        # elsewhere, where compiling costs more than it gains. OPTASCAN_FAST_COMPILE=1 or 0 overrides.
+        # torch.compile of the layer code: off where our elementwise kernels run (CUDA with Triton: the same speed,
+        # without compiling's 8-13 s of a cold warm-up on an H100 host, bench/results/fast_warmup-*); on for CUDA
+        # without Triton; off elsewhere, where compiling costs more than it gains. OPTASCAN_FAST_COMPILE=1 or 0
+        # overrides (1: inductor's kernels instead of ours).
         if compile_step is None:
             flag = os.environ.get("OPTASCAN_FAST_COMPILE")
-            compile_step = flag == "1" if flag in ("0", "1") else self.device.startswith("cuda")
+            compile_step = flag == "1" if flag in ("0", "1") else \
+                self.device.startswith("cuda") and not elementwise.enabled(self.device)
         if compile_step:
             self.decoder.compile_layers()
         self._capturing = False

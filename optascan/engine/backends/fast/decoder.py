@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import attention, gemv
+from . import attention, elementwise, gemv
 from .attention import decode_attention
 
 
@@ -55,32 +55,40 @@ class CompactDecoder(nn.Module):
         self.norm_final: torch.Tensor | None = None
         self.embed: nn.Embedding | None = None
         self.lm_head: nn.Linear | None = None
-        # one-token steps (compile_layers compiles these): projections by our Triton kernel on CUDA
-        # (OPTASCAN_FAST_GEMV=torch keeps cuBLAS, for comparison), else torch's
+        # one-token steps' projections by our Triton kernel on CUDA (OPTASCAN_FAST_GEMV=torch keeps cuBLAS, for
+        # comparison), else torch's; the elementwise work (norms, rotary, SiLU gate) by our Triton kernels on CUDA
+        # (elementwise.py), else by torch code, which compile_layers can compile instead
         kernel = gemv.enabled(device)
         self.linear = gemv.linear if kernel else F.linear
-        gated = gemv.gated_linear if kernel else gemv.silu_gate
-        self.one_token_fns = (partial(_before_attention, linear=self.linear),
-                              partial(_after_attention, linear=self.linear, gated=gated))
-        self.finish_fn = _finish  # a one-token step's final norm (compiled with the step)
-        self.prefill_fns = (_before_attention, _after_attention)  # prompts (compile_layers compiles)
+        self.gated = gemv.gated_linear if kernel else None
         self.compiled = False
-        self.rotary_fn = _rotary_table  # the one-token step's (compiled with the step)
+        self._use(elementwise.TRITON if elementwise.enabled(device) else elementwise.TORCH)
         # one-token steps attend with our Triton kernel where it runs (CUDA; OPTASCAN_FAST_ATTENTION=sdpa
         # keeps PyTorch's SDPA, for comparison), else SDPA
         probe = torch.empty(1, s.heads, 1, s.head_dim, device=device)
         self.kernel_attention = attention.available(probe) and os.environ.get("OPTASCAN_FAST_ATTENTION") != "sdpa"
         self.inv_freq = torch.ones(s.head_dim // 2, device=device)
         self.rope_scale = 1.0
+        self.rope_streams = elementwise.rope_streams(s.mrope_section, s.head_dim // 2, device)
         cache = (s.layers, 1, s.kv_heads, max_tokens, s.head_dim)
         self.k_cache = torch.zeros(cache, dtype=dtype, device=device)
         self.v_cache = torch.zeros(cache, dtype=dtype, device=device)
 
+    def _use(self, ops: elementwise.Ops) -> None:
+        """The layer code with ``ops`` for its elementwise work: one-token steps (our projection kernels where
+        they run) and prompts (torch's matmuls)."""
+        self.ops = ops
+        self.one_token_fns = (partial(_before_attention, linear=self.linear, ops=ops),
+                              partial(_after_attention, linear=self.linear, gated=self.gated, ops=ops))
+        self.prefill_fns = (partial(_before_attention, ops=ops), partial(_after_attention, ops=ops))
+        self.finish_fn = partial(_finish, ops=ops)  # a one-token step's final norm
+        self.rotary_fn = ops.rotary_table  # a one-token step's rotary table
+
     # --- rotary tables ---------------------------------------------------------------------------------
     def rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of shape [seq, head_dim] for ``positions`` [seq] or Qwen2-VL's [3, seq]."""
-        table = self.rotary_fn if positions.numel() == 1 else _rotary_table
-        return table(positions, self.inv_freq, self.rope_scale, self.shape.mrope_section, self.k_cache.dtype)
+        table = self.rotary_fn if positions.numel() == 1 else self.ops.rotary_table
+        return table(positions, self.inv_freq, self.rope_scale, self.rope_streams, self.k_cache.dtype)
 
     def prompt_positions(self, n: int) -> torch.Tensor:
         """Positions 0..n-1 in the layout ``rotary`` takes: [n], or M-RoPE's [3, n] (a text-only prompt)."""
@@ -115,7 +123,7 @@ class CompactDecoder(nn.Module):
             x, delta = x.index_select(1, last), delta.index_select(1, last)
         elif not all_logits:
             x, delta = x[:, -1:], delta[:, -1:]
-        return self.lm_head(_finish(x, delta, self.norm_final, self.shape.eps))
+        return self.lm_head(_finish(x, delta, self.norm_final, self.shape.eps, ops=self.ops))
 
     def step(self, token: torch.Tensor, index: torch.Tensor, rope_position: torch.Tensor,
              length: int | None = None) -> torch.Tensor:
@@ -178,72 +186,59 @@ class CompactDecoder(nn.Module):
         return x, delta
 
     def compile_layers(self) -> None:
-        """Compile the per-layer code around attention with torch.compile (inductor fuses the norms, rotary and
-        activation into a few kernels). One-token steps: a decode step is otherwise ~40 small kernels per layer,
-        which bounds a small model's speed more than its weights do; every layer has the same shapes, so each
+        """Compile the per-layer code around attention with torch.compile, torch's elementwise code included
+        (inductor fuses the norms, rotary and activation into a few kernels), instead of our elementwise kernels:
+        OPTASCAN_FAST_COMPILE=1, or CUDA without Triton. One-token steps: every layer has the same shapes, so each
         part compiles once, and attention stays outside, so the cache buckets need no recompiles. Prompts: the
-        same code over the prompt's length, compiled once for any length (dynamic); eager, its unfused
-        elementwise kernels were a third of the 3B's prefill on an H100 (bench/results/profile_fast_step-*).
-        Compiles on first use: the backend warms both at load."""
+        same code over the prompt's length, compiled once for any length (dynamic). Compiles on first use: the
+        backend warms both at load (8-13 s of a cold load on an H100 host, against about a second for our
+        kernels: bench/results/fast_warmup-*)."""
         # torch.compile keeps one cache per function, shared by every decoder of the process; a process that
         # loads model after model (a server, the GPU checks) adds entries each time, and dynamo's default limit
         # of 8 then fails the 9th load (fullgraph=True makes it an error, not a silent fallback)
         dynamo = torch._dynamo.config
         dynamo.recompile_limit = max(dynamo.recompile_limit, 256)
         dynamo.accumulated_recompile_limit = max(dynamo.accumulated_recompile_limit, 4096)
+        self._use(elementwise.TORCH)
         self.one_token_fns = tuple(torch.compile(fn, fullgraph=True, dynamic=False) for fn in self.one_token_fns)
-        self.finish_fn = torch.compile(_finish, fullgraph=True, dynamic=False)
+        self.finish_fn = torch.compile(self.finish_fn, fullgraph=True, dynamic=False)
         # prompts: the two halves of a layer, for any length (marked dynamic); their final norm runs on the rows
         # wanted only, uncompiled (forward)
         self.prefill_fns = tuple(torch.compile(fn, fullgraph=True) for fn in self.prefill_fns)
-        self.rotary_fn = torch.compile(_rotary_table, fullgraph=True, dynamic=False)  # one kernel, not ~10
+        self.rotary_fn = torch.compile(self.rotary_fn, fullgraph=True, dynamic=False)  # one kernel, not ~10
         self.compiled = True
-
-
-def _rotary_table(positions: torch.Tensor, inv_freq: torch.Tensor, scale: float, sections: tuple[int, ...] | None,
-                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    if positions.dim() == 1:
-        positions = positions[None]
-    freqs = positions[..., None].float() * inv_freq.float()  # [streams, seq, head_dim/2]
-    if sections is not None:
-        streams = freqs.expand(3, -1, -1) if freqs.shape[0] == 1 else freqs
-        chunks = streams.split(list(sections), dim=-1)
-        freqs = torch.cat([chunk[i % 3] for i, chunk in enumerate(chunks)], dim=-1)
-    else:
-        freqs = freqs[0]
-    table = torch.cat((freqs, freqs), dim=-1)
-    return (table.cos() * scale).to(dtype), (table.sin() * scale).to(dtype)
 
 
 def _before_attention(x: torch.Tensor, delta: torch.Tensor, norm: torch.Tensor, qkv_weight: torch.Tensor,
                       qkv_bias: torch.Tensor | None, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int,
-                      head_dim: int, eps: float, linear=F.linear) -> tuple[torch.Tensor, ...]:
+                      head_dim: int, eps: float, linear=F.linear,
+                      ops: elementwise.Ops = elementwise.TORCH) -> tuple[torch.Tensor, ...]:
     """The previous layer's last residual add (``delta``), norm, fused q/k/v projection and rotary: the new
     residual stream x, q [1, heads, n, d], k and v [1, kv_heads, n, d]."""
     n = x.shape[1]
-    q_size, kv_size = heads * head_dim, kv_heads * head_dim
-    x = x + delta
-    qkv = linear(_rms(x, norm, eps), qkv_weight, qkv_bias)
-    # queries and keys rotated together: one kernel where compiled
-    qk = _rope(qkv[..., :q_size + kv_size].view(1, n, heads + kv_heads, head_dim).transpose(1, 2), cos, sin)
-    v = qkv[..., q_size + kv_size:].view(1, n, kv_heads, head_dim).transpose(1, 2)
+    x, normed = ops.add_rms_norm(x, delta, norm, eps)
+    qkv = linear(normed, qkv_weight, qkv_bias)
+    qk = ops.rope(qkv, cos, sin, heads + kv_heads, head_dim)  # queries and keys rotated together: one kernel
+    v = qkv[..., (heads + kv_heads) * head_dim:].view(1, n, kv_heads, head_dim).transpose(1, 2)
     return x, qk[:, :heads], qk[:, heads:], v
 
 
 def _after_attention(x: torch.Tensor, attn: torch.Tensor, o_weight: torch.Tensor, o_bias: torch.Tensor | None,
                      norm: torch.Tensor, gate_up_weight: torch.Tensor, down_weight: torch.Tensor,
-                     down_bias: torch.Tensor | None, eps: float, linear=F.linear,
-                     gated=None) -> tuple[torch.Tensor, torch.Tensor]:
+                     down_bias: torch.Tensor | None, eps: float, linear=F.linear, gated=None,
+                     ops: elementwise.Ops = elementwise.TORCH) -> tuple[torch.Tensor, torch.Tensor]:
     """Output projection and residual, then norm, fused gate/up, SiLU and down projection: the residual
     stream and the MLP's output, which the next layer adds (``_before_attention``'s delta)."""
     n = x.shape[1]
-    x = x + linear(attn.transpose(1, 2).reshape(1, n, -1), o_weight, o_bias)
-    return x, linear((gated or gemv.silu_gate)(_rms(x, norm, eps), gate_up_weight), down_weight, down_bias)
+    x, normed = ops.add_rms_norm(x, linear(attn.transpose(1, 2).reshape(1, n, -1), o_weight, o_bias), norm, eps)
+    activated = gated(normed, gate_up_weight) if gated else ops.silu_mul(F.linear(normed, gate_up_weight))
+    return x, linear(activated, down_weight, down_bias)
 
 
-def _finish(x: torch.Tensor, delta: torch.Tensor, norm: torch.Tensor, eps: float) -> torch.Tensor:
+def _finish(x: torch.Tensor, delta: torch.Tensor, norm: torch.Tensor, eps: float,
+            ops: elementwise.Ops = elementwise.TORCH) -> torch.Tensor:
     """The last layer's residual add and the final norm."""
-    return _rms(x + delta, norm, eps)
+    return ops.add_rms_norm(x, delta, norm, eps)[1]
 
 
 CAUSAL = torch.empty(0)  # the mask meaning "causal over the whole sequence" (compared by identity)
@@ -264,18 +259,6 @@ def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: tor
                                              attn_mask=mask)
         return out.reshape(1, s.heads, 1, s.head_dim)
     return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
-
-
-def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    # as transformers computes it: the statistics in float32, the scale in the input dtype
-    x32 = x.float()
-    return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-
-
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
 
 
 # --- building from a transformers model -----------------------------------------------------------------
