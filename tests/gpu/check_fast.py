@@ -166,7 +166,10 @@ def check_elementwise_kernels_in_bf16(record, device):
                 cos, sin = ew.TORCH.rotary_table(positions, inv_freq, 1.0, streams, bf16)
                 ours = ew.TRITON.rotary_table(positions, inv_freq, 1.0, streams, bf16)
                 compare("rotary_table", ours, (cos, sin))
-                exact = ew.TORCH.rotary_table(positions.double(), inv_freq.double(), 1.0, streams, torch.float64)
+                # the same float32 angles (both compute them so), their cosine and sine in float64
+                angle = positions.float()[..., None] * inv_freq
+                angle = angle.gather(0, streams.long().view(1, 1, -1).expand(1, rows, -1))[0] if sections else angle
+                exact = [torch.cat([f(angle.double())] * 2, dim=-1) for f in (torch.cos, torch.sin)]
                 compare("rotary_table_vs_float64_ours", [t.double() for t in ours], exact)
                 compare("rotary_table_vs_float64_torch", [cos.double(), sin.double()], exact)
                 qkv = torch.randn(1, rows, (heads + 4) * 128, device=device, dtype=bf16)
