@@ -179,7 +179,9 @@ def check_elementwise_kernels_in_bf16(record, device):
     for entry in by_op.values():
         entry["differing_fraction"] = entry.pop("differing") / entry.pop("total")
     record["by_op"] = by_op
-    assert all(entry["max_relative"] < 1e-2 for op, entry in by_op.items() if "float64" not in op), by_op
+    # the norm's float32 sum runs in another order than torch's: a bf16 step off, rarely; the rest bit for bit
+    assert by_op["add_rms_norm"]["differing_fraction"] < 1e-4 and by_op["add_rms_norm"]["max_relative"] < 1e-2, by_op
+    assert all(by_op[op]["differing_fraction"] == 0 for op in ("rotary_table", "rope", "silu_mul")), by_op
 
 
 def check_fp32_graphs_match_transformers_greedy_and_seeded(record, device):
