@@ -109,11 +109,11 @@ ELEMENTWISE_CASES = textwrap.dedent("""
             theirs = ew.TORCH.rotary_table(positions, inv_freq, 1.0, streams, dtype)
             results.append({"case": ["rotary_table", str(sections), list(positions.shape), str(dtype)],
                             "error": error(ours, theirs), "shape_ok": ours[0].shape == theirs[0].shape})
-        qkv = torch.randn(1, 5, 7 * 16, dtype=dtype)  # 4 rotated heads of 16, then 3 more (values)
+        qkv = torch.randn(1, 5, 9 * 16, dtype=dtype)  # 6 rotated heads of 16 (a program's 4, then 2), 3 more
         cos, sin = ew.TORCH.rotary_table(torch.arange(5) * 31, inv_freq, 1.0, ew.rope_streams(None, 8, "cpu"), dtype)
-        ours, theirs = ew.TRITON.rope(qkv, cos, sin, 4, 16), ew.TORCH.rope(qkv, cos, sin, 4, 16)
+        ours, theirs = ew.TRITON.rope(qkv, cos, sin, 6, 16), ew.TORCH.rope(qkv, cos, sin, 6, 16)
         results.append({"case": ["rope", str(dtype)], "error": error([ours], [theirs]),
-                        "shape_ok": ours.shape == theirs.shape == (1, 4, 5, 16)})
+                        "shape_ok": ours.shape == theirs.shape == (1, 6, 5, 16)})
         gate_up = torch.randn(1, 5, 2 * 1500, dtype=dtype)  # more than one block of columns
         results.append({"case": ["silu_mul", str(dtype)],
                         "error": error([ew.TRITON.silu_mul(gate_up)], [ew.TORCH.silu_mul(gate_up)])})
