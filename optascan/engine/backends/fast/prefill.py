@@ -1,6 +1,6 @@
 """The prompt's pass through our decoder (prefill) replayed as a CUDA graph, one per prompt-length bucket.
 
-Why: even compiled, the prefill is 36 layers × (two compiled calls, the cache writes, attention), and on an H100
+Why: the prefill is 36 layers × (the layer's kernels, the cache writes, attention), and on an H100
 the host takes longer to launch them than the GPU to run them: the 3B's 1,023-token prefill ran its kernels in
 11 ms and took 18–19 ms (bench/results/profile_fast_step-*.json). A graph launches them all at once.
 
@@ -11,7 +11,7 @@ LLaVA-1.5 prompt went to the 768 bucket with 256-token steps, 24 % more work tha
 bench/results/fast_decode-h100-llava-1.5-7b-full-vision-2026-11-26*.json): the attention is causal, so the real
 tokens never see the padding; the padding's keys and values land in cache slots after the prompt, which decoding
 overwrites before it reads them (a decode step writes its slot, then attends up to it); the logits come from the
-last real token, picked on the device. Longer prompts, and any off CUDA, run eagerly (compiled on CUDA): from about
+last real token, picked on the device. Longer prompts, and any off CUDA, run eagerly: from about
 2,000 tokens the GPU's time exceeds the host's launch time, so a graph would save little, and each bucket's capture
 (a prefill at its length, twice) is warm-up time.
 """
