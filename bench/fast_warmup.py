@@ -26,7 +26,6 @@ reverted): the load found every graph in the cache, but that process took 25-36 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import subprocess
@@ -74,11 +73,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.device, args.decode_runs)
-    import torch
 
     from bench.fast_decode import SIZES
     from bench.inputs import benchmark_checkpoint
-    from bench.provenance import git_commit
+    from bench.provenance import header
 
     dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
     results = {}
@@ -98,10 +96,7 @@ def main() -> None:
                     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
                     results[label] = json.loads(lines[-1]) if lines else {"error": done.stderr[-2000:]}
                     print(label, {k: v for k, v in results[label].items() if k != "compile_times"}, flush=True)
-    report = {"benchmark": "fast_warmup", "size": args.size, **git_commit(),
-              "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-              "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else args.device,
-              "versions": {"torch": torch.__version__}, "settings": results}
+    report = {**header("fast_warmup", args.size, args.device), "settings": results}
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
 

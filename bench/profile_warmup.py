@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import datetime
 import io
 import json
 import os
@@ -75,11 +74,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.device)
-    import torch
 
     from bench.fast_decode import SIZES
     from bench.inputs import benchmark_checkpoint
-    from bench.provenance import git_commit
+    from bench.provenance import header
 
     dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
     runs = {}
@@ -94,10 +92,7 @@ def main() -> None:
             runs[label] = json.loads(lines[-1]) if lines else {"error": done.stderr[-3000:]}
             print(label, {k: v for k, v in runs[label].items() if k.endswith("_s") or k == "triton_compiles"},
                   flush=True)
-    report = {"benchmark": "profile_warmup", "size": args.size, **git_commit(),
-              "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-              "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else args.device,
-              "versions": {"torch": torch.__version__}, "runs": runs}
+    report = {**header("profile_warmup", args.size, args.device), "runs": runs}
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
 

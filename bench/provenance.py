@@ -25,3 +25,15 @@ def git_commit() -> dict:
     if os.environ.get("OPTASCAN_SOURCE_COMMIT"):
         report["source_commit"] = os.environ["OPTASCAN_SOURCE_COMMIT"]
     return report
+
+
+def header(benchmark: str, size: str, device: str) -> dict:
+    """The fields a fast-engine benchmark's JSON opens with: what ran, from which commit, when, on what."""
+    import datetime
+
+    import torch
+
+    return {"benchmark": benchmark, "size": size, **git_commit(),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device,
+            "versions": {"torch": torch.__version__}}
