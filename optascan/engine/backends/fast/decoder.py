@@ -191,8 +191,8 @@ class CompactDecoder(nn.Module):
         OPTASCAN_FAST_COMPILE=1, or CUDA without Triton. One-token steps: every layer has the same shapes, so each
         part compiles once, and attention stays outside, so the cache buckets need no recompiles. Prompts: the
         same code over the prompt's length, compiled once for any length (dynamic). Compiles on first use: the
-        backend warms both at load (8-13 s of a cold load on an H100 host, against about a second for our
-        kernels: bench/results/fast_warmup-*)."""
+        backend warms both at load (compiling was 8-13 s of a cold load on an H100 host; with our kernels the
+        whole cold warm-up is 7.4-9.5 s: bench/results/fast_warmup-*)."""
         # torch.compile keeps one cache per function, shared by every decoder of the process; a process that
         # loads model after model (a server, the GPU checks) adds entries each time, and dynamo's default limit
         # of 8 then fails the 9th load (fullgraph=True makes it an error, not a silent fallback)

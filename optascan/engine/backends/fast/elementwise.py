@@ -3,9 +3,10 @@ add with the RMS norm, the rotary table, rotary on queries and keys, and a promp
 
 Why kernels of our own: inductor fused the torch code into as few kernels, but compiling it was 8-13 s of a cold
 load's warm-up on an H100 host, most of it Python (dynamo, AOTAutograd, inductor: bench/results/profile_warmup-*),
-and issue #9 asks for at most 15 s; these four build in about a second and trace nothing. Each rounds as torch's
-eager code (transformers' own) rounds: every torch op's result is rounded to the tensor's dtype, so in bf16 the
-kernels' results equal eager torch's but for the order of the norm's sum.
+and issue #9 asks for at most 15 s; these four trace nothing, and a cold warm-up with them (their first builds
+included) is 7.4-9.5 s on the same hosts (bench/results/fast_warmup-h100-*-at-{b056fe8,9b3d990,6116915}.json).
+Each rounds as torch's eager code (transformers' own) rounds: every torch op's result is rounded to the tensor's
+dtype, so in bf16 the kernels' results equal eager torch's but for the order of the norm's sum.
 
 ``TORCH`` and ``TRITON`` hold the same four functions. The decoder takes ``TRITON`` where ``enabled`` (CUDA), and
 ``TORCH`` elsewhere and when it compiles (OPTASCAN_FAST_COMPILE=1: torch.compile of the torch code, as before).
